@@ -1,0 +1,39 @@
+"""Developer sessions: `nox -s tests`, `lint`, `demo`, `tutorials`, `benchmarks`.
+
+Set-up here pins the torch / torchvision builds this machine's package index carries; users install
+the ranges in pyproject.toml.
+"""
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
+
+
+def _install(session: nox.Session, extras: str) -> None:
+    session.install(*TORCH)
+    session.install("-e", f".[{extras}]")
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """Lint, then the whole test suite (fast: minutes on 2 CPU cores)."""
+    _install(session, "test,dev")
+    session.run("ruff", "check", ".")
+    session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff only."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", ".")
+
+
+@nox.session(python="3.11")
+def demo(session: nox.Session) -> None:
+    """The offline demo on scikit-learn's bundled digits."""
+    _install(session, "data,benchmarks")
+    session.run("python", "-m", "snntorch_weighted.demo", *session.posargs)

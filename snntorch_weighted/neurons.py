@@ -1,0 +1,272 @@
+"""Drop-in replacements for :class:`snntorch.Leaky` with weighted-phase and radix spikes.
+
+Both neurons follow ``snntorch.Leaky``'s single-step contract (explicit ``spk, mem = neuron(cur,
+mem)``, or ``init_hidden=True`` with ``output``), accept ``spike_grad`` surrogates, and keep a
+**step clock** ``neuron.step`` (a 0-dim ``long`` buffer counting steps since the last reset).
+
+The clock restarts when a new sequence starts, which the neuron recognises by its membrane buffer
+``neuron.mem`` having been *replaced* since its own last step: ``reset_mem()``, ``init_leaky()``,
+``snntorch.utils.reset(net)`` and :func:`snntorch_weighted.reset` all install a fresh zero tensor.
+A change of input shape also restarts it. ``detach_hidden()`` detaches in place and keeps the clock.
+(In the explicit-state style start each sequence with ``mem = neuron.init_leaky()``, as in
+snntorch's tutorials; a hand-made zero tensor cannot be told apart from a running state.)
+"""
+
+from __future__ import annotations
+
+import snntorch as snn
+import torch
+from torch import Tensor
+
+__all__ = ["WeightedLeaky", "RadixLeaky"]
+
+
+def _exact_step(x: Tensor, spike_grad) -> Tensor:
+    """Heaviside ``U(x) = 1 if x >= 0`` in the forward pass, ``spike_grad``'s surrogate backward.
+
+    snntorch's surrogates fire on ``x > 0``; Kim eq. 9 uses ``x >= 0``. The difference is added as a
+    detached correction, so the forward value is exact and the gradient is the surrogate's.
+    """
+    surrogate = spike_grad(x)
+    exact = (x >= 0).to(x.dtype)
+    return surrogate + (exact - surrogate).detach()
+
+
+class _ClockedLeaky(snn.Leaky):
+    """Shared state handling: membrane, step clock and the explicit / hidden calling conventions."""
+
+    def _init_clock(self) -> None:
+        self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=False)
+        self._last_mem = None
+
+    def reset_mem(self) -> Tensor:
+        """Zero the membrane and restart the step clock; returns the fresh membrane."""
+        mem = super().reset_mem()
+        self.step = torch.zeros_like(self.step)
+        return mem
+
+    def init_leaky(self) -> Tensor:
+        """Same as :meth:`reset_mem` (snntorch's older name)."""
+        return self.reset_mem()
+
+    def _begin_step(self, input_: Tensor, mem: Tensor | None) -> Tensor:
+        """Install the state for this step and return the clock value (steps already taken)."""
+        if self.init_hidden and mem is not None:
+            raise TypeError("`mem` should not be passed as an argument while `init_hidden=True`")
+        fresh = self.mem is not self._last_mem
+        if mem is not None:
+            self.mem = mem
+        if self.mem.shape != input_.shape:
+            self.mem = torch.zeros_like(input_)
+            fresh = True
+        if fresh or self.step.device != input_.device:
+            self.step = torch.zeros((), dtype=torch.long, device=input_.device)
+        return self.step
+
+    def _end_step(self, spk: Tensor, mem: Tensor, clock: Tensor):
+        self.mem = mem
+        self._last_mem = mem
+        self.step = clock + 1
+        if self.output:
+            return spk, mem
+        if self.init_hidden:
+            return spk
+        return spk, mem
+
+    def _fire(self, x: Tensor) -> Tensor:
+        """Binary spike U(x >= 0) with the configured surrogate gradient."""
+        return _exact_step(x, self.spike_grad)
+
+
+class WeightedLeaky(_ClockedLeaky):
+    """Integrate-and-fire neuron with phase-weighted spikes (Kim et al. 2018, eq. 6, 8-10).
+
+    At step t = 1, 2, ... the phase weight is :math:`\\omega(t) = 2^{-(1 + (t-1) \\bmod K)}`, most
+    significant phase first, and
+
+    .. math::
+
+        V(t) &= \\beta V(t-1) + \\omega(t)\\, I(t) \\\\
+        s(t) &= U\\big(V(t) - \\omega(t)\\,\\vartheta\\big) \\quad (\\text{fires on} \\ge) \\\\
+        V(t) &\\leftarrow V(t) - \\omega(t)\\,\\vartheta\\, s(t)
+
+    (reset by subtraction in the same step; ``reset_mechanism="zero"`` zeroes, ``"none"`` keeps).
+    Spikes are binary (times ``graded_spikes_factor``), so snntorch losses, ``spikeplot`` and spike
+    counting work unchanged; :func:`snntorch_weighted.spikegen.decode_weighted` turns a spike train
+    back into values (eq. 13-14). ``beta=1`` (the default) is the paper's integrate-and-fire neuron.
+
+    With ``fire=False`` the neuron is the output layer of eq. 16: it integrates
+    :math:`\\omega(t) I(t)` without firing (``spk`` is all zeros) and ignores its input during the
+    first ``skip_periods`` periods (section 5.1), so ``argmax(mem)`` is the decision (eq. 17).
+
+    Args:
+        num_phases: K, phases per period.
+        fire: ``False`` for the non-firing output integrator.
+        skip_periods: periods of input ignored by a ``fire=False`` neuron (a plain attribute).
+        Other arguments as :class:`snntorch.Leaky`.
+    """
+
+    def __init__(
+        self,
+        num_phases: int = 8,
+        beta: float | Tensor = 1.0,
+        threshold: float | Tensor = 1.0,
+        spike_grad=None,
+        surrogate_disable: bool = False,
+        init_hidden: bool = False,
+        learn_beta: bool = False,
+        learn_threshold: bool = False,
+        reset_mechanism: str = "subtract",
+        state_quant=False,
+        output: bool = False,
+        graded_spikes_factor: float | Tensor = 1.0,
+        learn_graded_spikes_factor: bool = False,
+        fire: bool = True,
+        skip_periods: int = 0,
+    ) -> None:
+        if isinstance(num_phases, bool) or not isinstance(num_phases, int) or num_phases < 1:
+            raise ValueError(f"num_phases must be an int >= 1, got {num_phases!r}")
+        if isinstance(skip_periods, bool) or not isinstance(skip_periods, int) or skip_periods < 0:
+            raise ValueError(f"skip_periods must be an int >= 0, got {skip_periods!r}")
+        super().__init__(
+            beta=beta,
+            threshold=threshold,
+            spike_grad=spike_grad,
+            surrogate_disable=surrogate_disable,
+            init_hidden=init_hidden,
+            learn_beta=learn_beta,
+            learn_threshold=learn_threshold,
+            reset_mechanism=reset_mechanism,
+            state_quant=state_quant,
+            output=output,
+            graded_spikes_factor=graded_spikes_factor,
+            learn_graded_spikes_factor=learn_graded_spikes_factor,
+        )
+        self.num_phases = num_phases
+        self.fire_spikes = fire
+        self.skip_periods = skip_periods
+        self._init_clock()
+
+    def phase_weight(self, clock: Tensor, dtype: torch.dtype) -> Tensor:
+        """:math:`\\omega(t) = 2^{-(1 + (t-1) \\bmod K)}` for the step after ``clock`` steps."""
+        return torch.exp2(-(1 + clock % self.num_phases).to(dtype))
+
+    def forward(self, input_: Tensor, mem: Tensor | None = None):
+        clock = self._begin_step(input_, mem)
+        w = self.phase_weight(clock, input_.dtype)
+        leak = self.beta.clamp(0, 1)
+        if not self.fire_spikes:
+            active = clock >= self.skip_periods * self.num_phases
+            new_mem = leak * self.mem + torch.where(active, w, torch.zeros_like(w)) * input_
+            return self._end_step(torch.zeros_like(new_mem), new_mem, clock)
+
+        new_mem = leak * self.mem + w * input_
+        if self.state_quant:
+            new_mem = self.state_quant(new_mem)
+        threshold = w * self.threshold
+        spk = self._fire(new_mem - threshold)
+        if self._reset_mechanism == "subtract":
+            new_mem = new_mem - spk.detach() * threshold
+        elif self._reset_mechanism == "zero":
+            new_mem = new_mem * (1 - spk.detach())
+        return self._end_step(spk * self.graded_spikes_factor, new_mem, clock)
+
+
+class RadixLeaky(_ClockedLeaky):
+    """Radix-encoded LIF neuron (Wang et al., Algorithm 1, eq. 3-5), exact for every input.
+
+    A period is T = ``num_bits`` steps; the phase is ``p = step % T``. Input currents must be
+    integers (integer weights times 0/1 spikes); bit p of the input arrives at phase p, LSB first.
+    The membrane ``V`` holds the output bits still to be sent in its low T bits and the integrating
+    sum above them:
+
+    * phase 0 (read-out, eq. 5): the sum X of the previous period becomes the output value
+      :math:`y = \\min(\\max(\\lfloor X / 2^{\\Delta T} \\rfloor, 0), 2^T - 1)` and the membrane
+      restarts at the bias: :math:`V = y + 2^T b`;
+    * every step (Algorithm 1, :math:`V_{th}` = LSB test, :math:`V_r = 1`, :math:`\\kappa = 0.5`):
+      :math:`V \\mathrel{+}= 2^T I(t)`, :math:`s(t) = V \\bmod 2`, :math:`V = (V - s(t)) / 2`.
+
+    After T steps the output bits are gone and :math:`V = X = b + \\sum_p 2^p I(p)` (eq. 17), so
+    the spikes of period n are the binary digits, LSB first, of
+    ``clamp(floor((sum_p 2**p * in(p) @ w + b) / 2**shift), 0, 2**T - 1)`` computed from the inputs
+    of period n - 1 (eq. 17-22 with ``shift`` = :math:`\\Delta T`). Negative sums give zeros (ReLU)
+    and large sums saturate, for every input: the paper's neuron needs condition (23) for that.
+
+    **Timing.** A layer's latency is exactly one period (T steps). An L-layer stack fed its input in
+    period 0 emits the output in period L (steps L*T to L*T + T - 1); the end-to-end latency is
+    (L + 1) * T steps, and fed the same input every period, every period from L on is correct.
+    Each spike train is T steps long.
+
+    With ``fire=False`` (output layer) the neuron never spikes: ``V = b`` at phase 0 and
+    :math:`V \\mathrel{+}= 2^p I(p)`, so at the last phase of a period ``mem`` is the integer
+    pre-activation X of that period's inputs.
+
+    Exactness: float64 is exact while all values stay below 2**53; float32 while
+    ``2**T * (|b| + sum_p |I(p)|) < 2**24``.
+
+    Args:
+        num_bits: T, bits per spike train (steps per period).
+        shift: :math:`\\Delta T`, low bits dropped at read-out (power-of-two rescaling, eq. 19).
+        bias: integer bias b (broadcast against the input, e.g. ``[C, 1, 1]`` after a conv); the
+            weight layer in front of the neuron must then have no bias.
+        fire: ``False`` for the non-firing output integrator.
+    """
+
+    def __init__(
+        self,
+        num_bits: int = 8,
+        shift: int = 0,
+        bias: Tensor | float | None = None,
+        fire: bool = True,
+        spike_grad=None,
+        surrogate_disable: bool = False,
+        init_hidden: bool = False,
+        output: bool = False,
+        graded_spikes_factor: float | Tensor = 1.0,
+        learn_graded_spikes_factor: bool = False,
+    ) -> None:
+        if isinstance(num_bits, bool) or not isinstance(num_bits, int) or not 1 <= num_bits <= 52:
+            raise ValueError(f"num_bits must be an int in [1, 52], got {num_bits!r}")
+        if isinstance(shift, bool) or not isinstance(shift, int):
+            raise ValueError(f"shift must be an int, got {shift!r}")
+        super().__init__(
+            beta=0.5,
+            threshold=1.0,
+            spike_grad=spike_grad,
+            surrogate_disable=surrogate_disable,
+            init_hidden=init_hidden,
+            reset_mechanism="subtract",
+            output=output,
+            graded_spikes_factor=graded_spikes_factor,
+            learn_graded_spikes_factor=learn_graded_spikes_factor,
+        )
+        self.num_bits = num_bits
+        self.fire_spikes = fire
+        bias = torch.zeros(()) if bias is None else torch.as_tensor(bias).clone()
+        if not bias.is_floating_point():
+            bias = bias.double()
+        self.register_buffer("bias", bias)
+        self.register_buffer("shift", torch.tensor(shift, dtype=torch.long))
+        self._init_clock()
+
+    def readout(self, total: Tensor) -> Tensor:
+        """Output value of a period's sum: ``clamp(floor(total / 2**shift), 0, 2**T - 1)``."""
+        scaled = torch.floor(total * torch.exp2(-self.shift.to(total.dtype)))
+        return scaled.clamp(0, 2**self.num_bits - 1)
+
+    def forward(self, input_: Tensor, mem: Tensor | None = None):
+        clock = self._begin_step(input_, mem)
+        phase = clock % self.num_bits
+        bias = self.bias.to(input_.dtype)
+        if not self.fire_spikes:
+            start = torch.where(phase == 0, bias.expand_as(self.mem), self.mem)
+            new_mem = start + torch.exp2(phase.to(input_.dtype)) * input_
+            return self._end_step(torch.zeros_like(new_mem), new_mem, clock)
+
+        top = 2.0**self.num_bits
+        start = torch.where(phase == 0, self.readout(self.mem) + top * bias, self.mem)
+        new_mem = start + top * input_
+        lsb = torch.remainder(new_mem, 2)
+        spk = self._fire(lsb - 0.5)
+        new_mem = (new_mem - spk.detach()) * 0.5
+        return self._end_step(spk * self.graded_spikes_factor, new_mem, clock)
