@@ -37,3 +37,11 @@ def demo(session: nox.Session) -> None:
     """The offline demo on scikit-learn's bundled digits."""
     _install(session, "data,benchmarks")
     session.run("python", "-m", "snntorch_weighted.demo", *session.posargs)
+
+
+@nox.session(python="3.11")
+def tutorials(session: nox.Session) -> None:
+    """Execute every tutorial notebook (offline, a few minutes each on CPU)."""
+    _install(session, "data,tutorials")
+    session.run("python", "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3")
+    session.run("python", "tutorials/execute.py", *session.posargs)
