@@ -16,9 +16,24 @@ from __future__ import annotations
 
 import snntorch as snn
 import torch
+from snntorch import surrogate
 from torch import Tensor
 
 __all__ = ["WeightedLeaky", "RadixLeaky"]
+
+
+class ATanSurrogate:
+    """snntorch's default arc-tan surrogate (``surrogate.atan()``) as a picklable object.
+
+    ``surrogate.atan()`` returns a closure, which ``torch.save(neuron)`` cannot pickle; the neurons
+    use this equivalent instead when ``spike_grad`` is None.
+    """
+
+    def __init__(self, alpha: float = 2.0) -> None:
+        self.alpha = alpha
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return surrogate.ATan.apply(x, self.alpha)
 
 
 def _exact_step(x: Tensor, spike_grad) -> Tensor:
@@ -131,7 +146,7 @@ class WeightedLeaky(_ClockedLeaky):
         super().__init__(
             beta=beta,
             threshold=threshold,
-            spike_grad=spike_grad,
+            spike_grad=ATanSurrogate() if spike_grad is None else spike_grad,
             surrogate_disable=surrogate_disable,
             init_hidden=init_hidden,
             learn_beta=learn_beta,
@@ -232,7 +247,7 @@ class RadixLeaky(_ClockedLeaky):
         super().__init__(
             beta=0.5,
             threshold=1.0,
-            spike_grad=spike_grad,
+            spike_grad=ATanSurrogate() if spike_grad is None else spike_grad,
             surrogate_disable=surrogate_disable,
             init_hidden=init_hidden,
             reset_mechanism="subtract",

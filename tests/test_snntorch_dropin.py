@@ -222,3 +222,16 @@ def test_cuda_matches_cpu(kind):
     spk_cpu, _ = run_sequential(cpu, data)
     spk_gpu, _ = run_sequential(gpu, data.cuda())
     assert torch.equal(spk_cpu, spk_gpu.cpu())
+
+
+@pytest.mark.parametrize("kind", NEURONS)
+def test_whole_neuron_pickles_with_default_surrogate(kind):
+    neuron = NEURONS[kind](init_hidden=True)
+    buf = io.BytesIO()
+    torch.save(neuron, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    x = torch.ones(2, 3)
+    sw.reset(neuron)
+    sw.reset(loaded)
+    assert torch.equal(neuron(x), loaded(x))
