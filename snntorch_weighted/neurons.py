@@ -42,9 +42,11 @@ def _exact_step(x: Tensor, spike_grad) -> Tensor:
     snntorch's surrogates fire on ``x > 0``; Kim eq. 9 uses ``x >= 0``. The difference is added as a
     detached correction, so the forward value is exact and the gradient is the surrogate's.
     """
-    surrogate = spike_grad(x)
     exact = (x >= 0).to(x.dtype)
-    return surrogate + (exact - surrogate).detach()
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return exact  # inference: the surrogate would only cost time
+    smooth = spike_grad(x)
+    return smooth + (exact - smooth).detach()
 
 
 class _ClockedLeaky(snn.Leaky):
