@@ -1,0 +1,471 @@
+"""ANN -> SNN conversion with data-based normalisation (weighted-spike and rate coding).
+
+``convert(model, calibration_data, coding="weighted")`` builds the SNN-WS of Kim et al. (2018):
+
+1. :func:`snntorch_weighted.graph.capture` traces the model (BatchNorm folded, dropout removed,
+   every ReLU a node of its own; unsupported layers raise naming the node).
+2. Data-based normalisation (Diehl et al. 2015; Rueckauer et al. 2017): on the calibration data
+   each ReLU l gets the scale :math:`\\lambda_l`, the maximum or the ``percentile`` (default
+   99.9 %, nearest rank, over the *positive* activations as in Rueckauer's SNN toolbox) of its
+   ANN activations. The input has scale 1 and the network output scale 1.
+3. Every value in the graph is carried in the units of its scale: a weight layer with input scale
+   :math:`\\lambda_{in}` whose output feeds ReLU l gets :math:`W \\leftarrow W \\lambda_{in} /
+   \\lambda_l`, :math:`b \\leftarrow b / \\lambda_l`, so the SNN's activations are
+   :math:`a_l / \\lambda_l \\in [0, 1]` (mostly). The last layer keeps scale 1, so the output
+   membrane per period approximates the ANN logits. Where a train in one scale meets a sum in
+   another (an identity shortcut into a residual join, Kim Fig. 6: the join neurons integrate
+   both paths) a constant :class:`~snntorch_weighted.layers.Scale` of
+   :math:`\\lambda_{src} / \\lambda_l` is inserted.
+4. Weighted coding: each ReLU becomes a :class:`~snntorch_weighted.WeightedLeaky` (``num_phases``
+   K, threshold 1), each bias is divided by :math:`1 - 2^{-K}` (eq. 8) so that a period adds
+   exactly ``b``, ``MaxPool2d`` becomes :class:`~snntorch_weighted.layers.SpikeMaxPool2d`
+   (section 4.5), and the output is a non-firing ``WeightedLeaky(fire=False)`` integrator
+   (eq. 16): after n periods its membrane is :math:`\\approx n\\,a^L` (eq. 12-16).
+   Rate coding (the baseline): ``snntorch.Leaky(beta=1, threshold=1, reset_mechanism="subtract")``
+   integrate-and-fire neurons, biases unchanged, Bernoulli input (``snntorch.spikegen.rate``),
+   and a ``snntorch.Leaky`` output integrator that never fires (membrane / steps = logits).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+
+import snntorch as snn
+import torch
+from torch import Tensor, fx, nn
+
+from .graph import POOL_LAYERS, WEIGHT_LAYERS, _set_submodule, capture, is_add, module_of
+from .layers import Scale, SpikeMaxPool2d
+from .network import SpikingNetwork
+from .neurons import WeightedLeaky
+
+__all__ = ["convert", "calibrate", "fold_input_normalization"]
+
+_CODINGS = ("weighted", "rate", "radix")
+_NORMALIZATIONS = ("percentile", "max")
+_TENSOR_BATCH = 256  # calibration batch size when the data is one tensor
+_SAMPLES_PER_BATCH = 1 << 16  # positive activations kept per ReLU and batch for the percentile
+
+
+def convert(
+    model: nn.Module,
+    calibration_data: Tensor | Iterable,
+    coding: str = "weighted",
+    num_phases: int = 8,
+    num_bits: int = 8,
+    normalization: str = "percentile",
+    percentile: float = 99.9,
+    input_mean: Sequence[float] | Tensor | float | None = None,
+    input_std: Sequence[float] | Tensor | float | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    **kw,
+) -> SpikingNetwork:
+    """Convert a trained ReLU network into a spiking network.
+
+    Args:
+        model: trained ``nn.Module`` (not modified). Supported layers: see
+            :func:`snntorch_weighted.graph.capture`.
+        calibration_data: inputs in ``[0, 1]``: a tensor ``[N, ...]`` or an iterable of tensors or
+            ``(x, y, ...)`` batches (e.g. a ``DataLoader``).
+        coding: ``"weighted"`` (Kim et al.), ``"rate"`` (baseline) or ``"radix"`` (dispatched to
+            :func:`snntorch_weighted.radix_convert.convert_radix` with ``num_bits`` and ``**kw``).
+        num_phases: K, phases per period (weighted coding).
+        num_bits: T, bits per spike train (radix coding).
+        normalization: ``"percentile"`` or ``"max"`` (per-ReLU scale from the calibration data).
+        percentile: the percentile in ``(0, 100]`` for ``normalization="percentile"``.
+        input_mean, input_std: the mean/std normalisation the model expects on its input
+            (scalar or per channel). It is folded into the first weight layer, so the SNN takes
+            raw ``[0, 1]`` input: ``W' = W / std``, ``b' = b - W' mean``. This is exact except at
+            the zero-padded border of a first convolution with ``padding > 0`` (there the ANN
+            sees padded zeros in normalised units, the folded layer zeros in raw units); a
+            warning says so.
+        device: where to calibrate and put the SNN (default: the device of the first batch).
+        progress: show a tqdm progress bar during calibration.
+        **kw: weighted coding accepts ``skip_periods`` (output skipping, Kim section 5.1);
+            radix options are passed through.
+
+    Returns:
+        A :class:`~snntorch_weighted.network.SpikingNetwork`.
+
+    Raises:
+        ValueError: unknown option, empty calibration data, NaN, inputs outside ``[0, 1]``.
+        UnsupportedLayerError: (a ``ValueError``) a layer or op that cannot be converted.
+    """
+    if coding not in _CODINGS:
+        raise ValueError(f"coding must be one of {_CODINGS}, got {coding!r}")
+    if coding == "radix":
+        from .radix_convert import convert_radix
+
+        return convert_radix(model, calibration_data, num_bits=num_bits, **kw)
+    skip_periods = kw.pop("skip_periods", 0)
+    if kw:
+        raise TypeError(f"convert() got unexpected keyword arguments {sorted(kw)}")
+    if coding == "rate" and skip_periods:
+        raise ValueError("skip_periods applies to coding='weighted' only")
+    _check_options(num_phases, normalization, percentile)
+    if (input_mean is None) != (input_std is None):
+        raise ValueError("pass both input_mean and input_std, or neither")
+
+    first = _first_batch(calibration_data)
+    device = torch.device(device) if device is not None else first.device
+    gm = capture(model).to(device)
+    if input_mean is not None:
+        fold_input_normalization(gm, input_mean, input_std, tuple(first.shape[1:]))
+    scales = calibrate(gm, calibration_data, normalization, percentile, device, progress,
+                       normalized_input=input_mean is not None)
+    return _build(gm, scales, coding, num_phases, skip_periods)
+
+
+def _check_options(num_phases: int, normalization: str, percentile: float) -> None:
+    if isinstance(num_phases, bool) or not isinstance(num_phases, int) or num_phases < 1:
+        raise ValueError(f"num_phases must be an int >= 1, got {num_phases!r}")
+    if normalization not in _NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
+    if not (isinstance(percentile, (int, float)) and 0 < percentile <= 100):
+        raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
+
+
+# --------------------------------------------------------------------------- calibration data
+
+
+def _as_tensor(batch) -> Tensor:
+    if isinstance(batch, (tuple, list)) and batch:
+        batch = batch[0]
+    if not isinstance(batch, Tensor):
+        raise ValueError(
+            "calibration_data must be a Tensor or an iterable of Tensors / (x, y) batches, got "
+            f"a batch of type {type(batch).__name__}")
+    return batch
+
+
+def _iter_batches(data: Tensor | Iterable) -> Iterator[Tensor]:
+    if isinstance(data, Tensor):
+        if data.dim() < 2:
+            raise ValueError(
+                f"calibration_data must be [N, ...] with a batch dim, got {data.shape}")
+        yield from data.split(_TENSOR_BATCH)
+        return
+    if not isinstance(data, Iterable):
+        raise ValueError(f"calibration_data must be a Tensor or an iterable of batches, got "
+                         f"{type(data).__name__}")
+    for batch in data:
+        yield _as_tensor(batch)
+
+
+def _first_batch(data: Tensor | Iterable) -> Tensor:
+    if isinstance(data, Iterator):
+        raise ValueError("calibration_data must be re-iterable (a Tensor, list or DataLoader), "
+                         "not a one-shot iterator/generator")
+    for batch in _iter_batches(data):
+        if batch.shape[0] > 0:
+            return batch
+    raise ValueError("calibration_data is empty: give at least one input sample")
+
+
+def _check_batch(x: Tensor, normalized_input: bool) -> None:
+    if not x.is_floating_point():
+        raise ValueError(f"calibration inputs must be floating point in [0, 1], got {x.dtype}")
+    if torch.isnan(x).any():
+        raise ValueError("calibration_data contains NaN")
+    lo, hi = torch.aminmax(x)
+    if lo < 0 or hi > 1:
+        msg = f"inputs must be in [0, 1] (got values in [{float(lo):g}, {float(hi):g}])"
+        if lo < 0 and not normalized_input:
+            msg += ("; if your model expects mean/std-normalised input, pass raw [0, 1] data "
+                    "and input_mean/input_std")
+        raise ValueError(msg)
+
+
+# ------------------------------------------------------------------------ input normalisation
+
+
+def fold_input_normalization(
+    gm: fx.GraphModule, mean, std, sample_shape: tuple[int, ...]
+) -> None:
+    """Fold ``x_n = (x - mean) / std`` (scalar or per channel, dim 1) into the first weight layer.
+
+    The input may pass through ``Flatten`` first. ``W' = W / std`` and ``b' = b - W' mean`` per
+    input element (exact except at a convolution's zero-padded border). Modifies ``gm`` in place.
+    """
+    node = next(n for n in gm.graph.nodes if n.op == "placeholder")
+    flattened = False
+    while len(node.users) == 1 and isinstance(module_of(gm, next(iter(node.users))), nn.Flatten):
+        node, flattened = next(iter(node.users)), True
+    users = list(node.users)
+    layer = module_of(gm, users[0]) if len(users) == 1 else None
+    if not isinstance(layer, WEIGHT_LAYERS):
+        raise ValueError(
+            "cannot fold input_mean/input_std: the input must feed exactly one Linear/Conv "
+            f"(optionally through Flatten), but it feeds {[u.name for u in users]}")
+    channels = sample_shape[0] if sample_shape else 1
+    mean_c, std_c = (_per_channel(v, channels, name) for v, name in ((mean, "input_mean"),
+                                                                      (std, "input_std")))
+    if (std_c <= 0).any():
+        raise ValueError("input_std must be > 0")
+    with torch.no_grad():
+        weight = layer.weight
+        if flattened:
+            spatial = [1] * (len(sample_shape) - 1)
+            m = mean_c.view(-1, *spatial).expand(sample_shape).reshape(-1)
+            s = std_c.view(-1, *spatial).expand(sample_shape).reshape(-1)
+            if m.numel() != weight.shape[1]:
+                raise ValueError(f"input shape {sample_shape} does not match {users[0].name}")
+            m_w, s_w = m.view(1, -1), s.view(1, -1)
+        else:
+            idx = _input_channel_index(layer, channels)
+            m_w, s_w = mean_c[idx], std_c[idx]
+            m_w = m_w.view(*m_w.shape, *([1] * (weight.dim() - 2)))
+            s_w = s_w.view(*s_w.shape, *([1] * (weight.dim() - 2)))
+        new_weight = weight / s_w.to(weight)
+        shift = (new_weight * m_w.to(weight)).flatten(1).sum(1)
+        bias = layer.bias if layer.bias is not None else torch.zeros_like(shift)
+        layer.weight.copy_(new_weight)
+        layer.bias = nn.Parameter(bias - shift)
+    padding = getattr(layer, "padding", 0)
+    if not flattened and isinstance(layer, nn.Conv1d | nn.Conv2d) and (
+        padding == "same" or any(p != 0 for p in _tuple(padding))
+    ):
+        warnings.warn(
+            f"input_mean/input_std folded into zero-padded {type(layer).__name__} "
+            f"'{users[0].name}': exact inside the image, approximate at the padded border",
+            stacklevel=3)
+
+
+def _tuple(value) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def _per_channel(value, channels: int, name: str) -> Tensor:
+    t = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(channels)
+    if t.numel() != channels or not torch.isfinite(t).all():
+        raise ValueError(f"{name} must be finite, a scalar or one value per channel ({channels})")
+    return t
+
+
+def _input_channel_index(layer: nn.Module, channels: int) -> Tensor:
+    """[out, in/groups] index of the input channel each weight slice reads (grouped convs)."""
+    groups = getattr(layer, "groups", 1)
+    out_ch, in_per_group = layer.weight.shape[:2]
+    if in_per_group * groups != channels:
+        raise ValueError(f"the first layer expects {in_per_group * groups} channels, "
+                         f"the data has {channels}")
+    group = torch.arange(out_ch) // (out_ch // groups)
+    return group[:, None] * in_per_group + torch.arange(in_per_group)[None, :]
+
+
+# ------------------------------------------------------------------------------ calibration
+
+
+class _ActivationStats:
+    """Running max and a subsample of positive activations of one ReLU."""
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.max: Tensor | None = None
+        self.samples: list[Tensor] = []
+        self.generator = generator
+
+    def update(self, act: Tensor, keep_samples: bool) -> None:
+        flat = act.detach().flatten()
+        batch_max = flat.max()
+        self.max = batch_max if self.max is None else torch.maximum(self.max, batch_max)
+        if keep_samples:
+            pos = flat[flat > 0]
+            if pos.numel() > _SAMPLES_PER_BATCH:
+                idx = torch.randint(pos.numel(), (_SAMPLES_PER_BATCH,), device=pos.device,
+                                    generator=self.generator)
+                pos = pos[idx]
+            self.samples.append(pos.float())
+
+    def scale(self, normalization: str, percentile: float) -> float:
+        if normalization == "max":
+            value = float(self.max)
+        else:
+            pos = torch.cat(self.samples)
+            if pos.numel() == 0:
+                return 1.0
+            k = min(max(math.ceil(percentile / 100 * pos.numel()), 1), pos.numel())
+            value = float(pos.cpu().kthvalue(k).values)
+        return value if value > 0 and math.isfinite(value) else 1.0
+
+
+def calibrate(
+    gm: fx.GraphModule,
+    calibration_data: Tensor | Iterable,
+    normalization: str = "percentile",
+    percentile: float = 99.9,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    normalized_input: bool = False,
+) -> dict[str, float]:
+    """Per-ReLU scale :math:`\\lambda_l` of a captured graph (keys: the ReLU node names).
+
+    :math:`\\lambda_l` is the max, or the nearest-rank ``percentile`` of the positive
+    activations, of ReLU l on the calibration data (Rueckauer et al. 2017); 1 for a ReLU that
+    never fires. The positive activations are subsampled to at most 2**16 per ReLU and batch.
+    """
+    from tqdm.auto import tqdm
+
+    relus = [n for n in gm.graph.nodes if isinstance(module_of(gm, n), nn.ReLU)]
+    generator = None
+    stats: dict[str, _ActivationStats] = {}
+    handles = []
+    keep = normalization == "percentile"
+    try:
+        total = len(calibration_data) if not isinstance(calibration_data, Tensor) else None
+    except TypeError:
+        total = None
+    if isinstance(calibration_data, Tensor):
+        total = math.ceil(calibration_data.shape[0] / _TENSOR_BATCH)
+    seen = 0
+    try:
+        for batch in tqdm(_iter_batches(calibration_data), total=total, disable=not progress,
+                          desc="calibrating", leave=False):
+            if batch.shape[0] == 0:
+                continue
+            _check_batch(batch, normalized_input)
+            batch = batch.to(device) if device is not None else batch
+            if generator is None:
+                generator = torch.Generator(device=batch.device).manual_seed(0)
+                for node in relus:
+                    stats[node.name] = _ActivationStats(generator)
+                    hook = _make_hook(stats[node.name], keep)
+                    handles.append(gm.get_submodule(node.target).register_forward_hook(hook))
+            with torch.no_grad():
+                gm(batch)
+            seen += batch.shape[0]
+    finally:
+        for handle in handles:
+            handle.remove()
+    if seen == 0:
+        raise ValueError("calibration_data is empty: give at least one input sample")
+    return {name: s.scale(normalization, percentile) for name, s in stats.items()}
+
+
+def _make_hook(stats: _ActivationStats, keep: bool):
+    def hook(_module, _inputs, output):
+        stats.update(output, keep)
+
+    return hook
+
+
+# ----------------------------------------------------------------------------- SNN building
+
+
+def _passes_scale(module: nn.Module | None) -> bool:
+    """Layers whose output is in the units of their input (pooling, flatten)."""
+    return isinstance(module, (*POOL_LAYERS, nn.Flatten))
+
+
+def _demanded_scales(gm: fx.GraphModule, relu_scales: dict[str, float]) -> dict[fx.Node, float]:
+    """Scale each node's consumers want (ReLU: lambda, output: 1, through pools/adds)."""
+    demand: dict[fx.Node, float] = {}
+    for node in reversed(list(gm.graph.nodes)):
+        for user in node.users:
+            module = module_of(gm, user)
+            if user.op == "output":
+                want = 1.0
+            elif isinstance(module, nn.ReLU):
+                want = relu_scales[user.name]
+            elif _passes_scale(module) or is_add(user):
+                want = demand.get(user)
+            else:
+                want = None
+            if want is not None:
+                demand.setdefault(node, want)
+    return demand
+
+
+def _close(a: float, b: float) -> bool:
+    return math.isclose(a, b, rel_tol=1e-9)
+
+
+def _insert_scale(gm: fx.GraphModule, user: fx.Node, source: fx.Node, factor: float) -> None:
+    """Insert ``Scale(factor)`` on the edge ``source -> user``."""
+    name = f"{source.name}_to_{user.name}_scale"
+    gm.add_submodule(name, Scale(factor))
+    with gm.graph.inserting_before(user):
+        scaled = gm.graph.call_module(name, (source,))
+    user.replace_input_with(source, scaled)
+
+
+def _normalize(gm: fx.GraphModule, relu_scales: dict[str, float], bias_gain: float) -> None:
+    """Rescale weights/biases in place so each node carries ``value / scale`` (module docs)."""
+    demand = _demanded_scales(gm, relu_scales)
+    actual: dict[fx.Node, float] = {}
+    for node in list(gm.graph.nodes):
+        module = module_of(gm, node)
+        inputs = [a for a in node.args if isinstance(a, fx.Node)]
+        if node.op == "placeholder":
+            actual[node] = 1.0
+        elif isinstance(module, nn.ReLU):
+            actual[node] = relu_scales[node.name]
+            _match(gm, node, inputs, actual, actual[node])
+        elif isinstance(module, WEIGHT_LAYERS):
+            s_in = actual[inputs[0]]
+            s_out = demand.get(node, s_in)
+            with torch.no_grad():
+                module.weight.mul_(s_in / s_out)
+                if module.bias is not None:
+                    module.bias.mul_(bias_gain / s_out)
+            actual[node] = s_out
+        elif _passes_scale(module):
+            actual[node] = actual[inputs[0]]
+        elif is_add(node):
+            actual[node] = demand.get(node, max(actual[a] for a in inputs))
+            _match(gm, node, inputs, actual, actual[node])
+        elif node.op == "output":
+            _match(gm, node, inputs, actual, 1.0)
+
+
+def _match(gm, node, inputs, actual, target: float) -> None:
+    for source in inputs:
+        if not _close(actual[source], target):
+            _insert_scale(gm, node, source, actual[source] / target)
+
+
+def _build(
+    gm: fx.GraphModule, relu_scales: dict[str, float], coding: str, num_phases: int,
+    skip_periods: int,
+) -> SpikingNetwork:
+    """Normalise ``gm`` in place; swap in neurons, spiking max pools and the output integrator."""
+    weighted = coding == "weighted"
+    _normalize(gm, relu_scales, 1.0 / (1.0 - 2.0**-num_phases) if weighted else 1.0)
+    device = next(iter(gm.parameters()), torch.zeros(())).device
+    for node in list(gm.graph.nodes):
+        module = module_of(gm, node)
+        if isinstance(module, nn.ReLU):
+            neuron = (WeightedLeaky(num_phases=num_phases, init_hidden=True) if weighted else
+                      snn.Leaky(beta=1.0, threshold=1.0, reset_mechanism="subtract",
+                                init_hidden=True))
+            _set_submodule(gm, node.target, neuron.to(device))
+        elif isinstance(module, nn.MaxPool2d):
+            pool = SpikeMaxPool2d.from_maxpool(module, weighted=weighted, num_phases=num_phases)
+            _set_submodule(gm, node.target, pool.to(device))
+    out = next(n for n in gm.graph.nodes if n.op == "output")
+    if weighted:
+        integrator = WeightedLeaky(num_phases=num_phases, fire=False, init_hidden=True,
+                                   output=True, skip_periods=skip_periods)
+    else:
+        integrator = snn.Leaky(beta=1.0, threshold=float("inf"), reset_mechanism="none",
+                               init_hidden=True, output=True)
+    name = "output_integrator"
+    gm.add_submodule(name, integrator.to(device))
+    last = out.args[0]
+    with gm.graph.inserting_before(out):
+        result = gm.graph.call_module(name, (last,))
+        mem = gm.graph.call_function(_membrane, (result,))
+    out.args = (mem,)
+    gm.graph.lint()
+    gm.recompile()
+    return SpikingNetwork(gm, coding, num_phases=num_phases if weighted else None,
+                          output_neuron=name)
+
+
+def _membrane(result: tuple[Tensor, Tensor]) -> Tensor:
+    """The membrane from a neuron's ``(spk, mem)`` return value."""
+    return result[1]

@@ -1,0 +1,323 @@
+"""simulate(): accuracy over time, counts, early decision and the time-folded runner.
+
+References are written out from the equations here (Kim eq. 6-10, 16-17; Wang Algorithm 1 as
+integer arithmetic), not taken from the package's neurons.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.datasets import load_digits
+from torch import fx, nn
+
+from snntorch_weighted.convert import convert
+from snntorch_weighted.metrics import INPUT, ann_macs, is_stateful
+from snntorch_weighted.network import SpikingNetwork
+from snntorch_weighted.neurons import RadixLeaky
+from snntorch_weighted.simulate import auto_chunk_size, simulate
+
+K = 4
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[torch.Tensor, torch.Tensor]:
+    data = load_digits()
+    x = torch.tensor(data.data, dtype=torch.float32) / 16
+    return x, torch.tensor(data.target)
+
+
+def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 30) -> nn.Module:
+    torch.manual_seed(0)
+    x, y = x[:600], y[:600]
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(epochs):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def mlp(digits) -> nn.Module:
+    torch.manual_seed(0)
+    return _train(nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)), *digits)
+
+
+def dyadic(snn: SpikingNetwork) -> SpikingNetwork:
+    """Round weights and biases to multiples of 2**-8, so every sum in the net is exact in float32.
+
+    The folded runner calls the weight layers with ``t * B`` rows instead of ``B``; BLAS may round
+    a float32 dot product differently for different row counts (e.g. gemv for one row). With exact
+    sums any difference between the two runners is a real bug, on every platform.
+    """
+    with torch.no_grad():
+        for module in snn.graph.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                for param in module.parameters():
+                    param.copy_(torch.round(param * 2**8) / 2**8)
+    return snn
+
+
+@pytest.fixture(scope="module")
+def mlp_snn(digits, mlp) -> SpikingNetwork:
+    return dyadic(convert(mlp, digits[0][:300], num_phases=K, progress=False))
+
+
+class ResCNN(nn.Module):
+    """conv -> relu -> conv -> relu -> conv (+ shortcut) -> relu -> maxpool -> fc."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.c3 = nn.Conv2d(4, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.relu(self.c1(x))
+        b = torch.relu(self.c3(torch.relu(self.c2(a))) + a)
+        return self.fc(torch.flatten(self.pool(b), 1))
+
+
+@pytest.fixture(scope="module")
+def cnn(digits) -> nn.Module:
+    torch.manual_seed(0)
+    x, y = digits
+    return _train(ResCNN(), x.view(-1, 1, 8, 8), y, epochs=15)
+
+
+def weighted_bits(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """K-bit code, MSB first, repeated (Kim eq. 6/11), written out bit by bit."""
+    code = torch.clamp(torch.floor(x.double() * 2**K + 0.5), max=2**K - 1).long()
+    phases = [(t - 1) % K for t in range(1, steps + 1)]
+    return torch.stack([((code >> (K - 1 - p)) & 1).float() for p in phases])
+
+
+def test_weighted_mlp_matches_reference(digits, mlp) -> None:
+    x, y = digits[0][:40], digits[1][:40]
+    steps, skip = 4 * K + 2, 1
+    snn = convert(mlp, digits[0][:300], coding="weighted", num_phases=K, progress=False)
+    res = simulate(snn, x, steps, labels=y, skip_periods=skip, fold=False)
+    assert snn.output_neuron.skip_periods == 0  # restored after the run
+    snn.output_neuron.skip_periods = skip  # the network's own setting is used by default
+    assert torch.equal(simulate(snn, x, steps, fold=False).mem, res.mem)
+    snn.output_neuron.skip_periods = 0
+
+    fc1, fc2 = [m for m in snn.graph.modules() if isinstance(m, nn.Linear)]
+    bits = weighted_bits(x, steps)
+    v1 = torch.zeros(40, 32)
+    out = torch.zeros(40, 10)
+    mems, trains = [], []
+    for t in range(1, steps + 1):
+        w = 2.0 ** -(1 + (t - 1) % K)  # eq. 6
+        v1 = v1 + w * fc1(bits[t - 1])  # eq. 8
+        s1 = (v1 >= w * 1.0).float()  # eq. 9 (>=), threshold 1
+        v1 = v1 - s1 * w  # reset by subtraction
+        if t > skip * K:  # section 5.1
+            out = out + w * fc2(s1)  # eq. 16
+        mems.append(out)
+        trains.append(s1)
+    mem, train = torch.stack(mems), torch.stack(trains)
+    torch.testing.assert_close(res.mem, mem, rtol=0, atol=1e-6)
+    assert (res.mem[: skip * K] == 0).all()
+    periods = (steps - skip * K) / K  # integrated periods (eq. 16: V ~ n a)
+    torch.testing.assert_close(res.estimate[-1], mem[-1] * snn.output_scale / periods)
+    assert torch.equal(res.spikes["1"], train.sum(-1).long())
+    fan1 = (fc2.weight != 0).sum(0)
+    fan0 = (fc1.weight != 0).sum(0)
+    assert torch.equal(res.synops["1"], (train * fan1).sum(-1).long())
+    assert torch.equal(res.synops[INPUT], (bits * fan0).sum(-1).long())
+    assert torch.equal(res.input_spikes, bits.sum(-1).long())
+    assert torch.equal(res.predictions, mem.argmax(-1))  # eq. 17
+    assert torch.equal(res.accuracy, (mem.argmax(-1) == y).double().mean(1))
+    assert torch.equal(res.total_spikes, train.sum((0, 2)).long())
+    assert torch.equal(res.total_synops, ((train * fan1).sum((0, 2)) + (bits * fan0).sum((0, 2)))
+                       .long())
+    torch.testing.assert_close(res.firing_rate, train.mean((1, 2)).double())
+    assert res.num_neurons == {"1": 32}
+    assert res.accuracy[-1] > 0.8
+
+
+def test_steps_to_accuracy_and_summary(digits, mlp) -> None:
+    x, y = digits
+    res = simulate(convert(mlp, x[:300], num_phases=K, progress=False), x[:200], 6 * K,
+                   labels=y[:200], model=mlp)
+    ann = (mlp(x[:200]).argmax(1) == y[:200]).double().mean()
+    step = res.steps_to_accuracy(float(ann) - 0.01)
+    assert step is not None and (res.accuracy[step - 1:] >= ann - 0.01).all()
+    assert step == 1 or res.accuracy[step - 2] < ann - 0.01
+    summary = res.summary()
+    assert summary["ann_macs"] == 64 * 32 + 32 * 10 == ann_macs(mlp, x[:1])
+    assert summary["final_accuracy"] == float(res.accuracy[-1])
+
+
+@pytest.mark.parametrize("coding", ["weighted", "rate"])
+def test_fold_equals_step_loop(digits, cnn, coding) -> None:
+    x = digits[0].view(-1, 1, 8, 8)
+    snn = dyadic(convert(cnn, x[:200], coding=coding, num_phases=K, progress=False))
+    assert any(type(m).__name__ == "SpikeMaxPool2d" for m in snn.graph.modules())
+    steps = 11
+    torch.manual_seed(3)
+    train = snn.encode(x[:16], steps)  # one Bernoulli draw for all runs (rate)
+    loop = simulate(snn, train, encoded=True, fold=False, record_layers=True)
+    assert not loop.folded
+    for chunk in (1, 3, steps):
+        fold = simulate(snn, train, encoded=True, fold=True, chunk_size=chunk, record_layers=True)
+        assert fold.folded and fold.chunk_size == chunk
+        assert torch.equal(fold.mem, loop.mem)
+        assert fold.spikes.keys() == loop.spikes.keys() and len(loop.spikes) == 3
+        for name in loop.spikes:
+            assert torch.equal(fold.spikes[name], loop.spikes[name])
+            assert torch.equal(fold.layer_trains[name], loop.layer_trains[name])
+            assert torch.equal(loop.layer_trains[name].ne(0).sum((2, 3, 4)), loop.spikes[name])
+        for name in loop.synops:
+            assert torch.equal(fold.synops[name], loop.synops[name])
+    assert loop.total_spikes.sum() > 0 and "pool" in loop.synops
+
+
+@settings(max_examples=20, deadline=None)
+@given(steps=st.integers(1, 3 * K + 3), chunk=st.integers(1, 3 * K + 3), batch=st.integers(1, 4),
+       reuse=st.booleans())
+def test_fold_equals_loop_any_chunk(digits, mlp_snn, steps, chunk, batch, reuse) -> None:
+    snn = mlp_snn
+    x = digits[0][:batch]
+    loop = simulate(snn, x, steps, fold=False)
+    fold = simulate(snn, x, steps, fold=True, chunk_size=chunk, reuse_input=reuse)
+    assert torch.equal(fold.mem, loop.mem)
+    assert torch.equal(fold.spikes["1"], loop.spikes["1"])
+    assert torch.equal(fold.synops["1"], loop.synops["1"])
+
+
+def test_fold_reuses_the_periodic_input(digits, cnn) -> None:
+    x = digits[0][:6].view(-1, 1, 8, 8)
+    snn = dyadic(convert(cnn, digits[0][:200].view(-1, 1, 8, 8), num_phases=K, progress=False))
+    rows: list[int] = []
+    handle = snn.graph.c1.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+    try:
+        steps = 3 * K + 1
+        loop = simulate(snn, x, steps, fold=False)
+        assert sum(rows) == steps * 6
+        for chunk in (3, steps):
+            rows.clear()
+            fold = simulate(snn, x, steps, fold=True, chunk_size=chunk)
+            assert rows == [K * 6]  # first conv: one period, once
+            assert torch.equal(fold.mem, loop.mem)
+            for name in loop.synops:
+                assert torch.equal(fold.synops[name], loop.synops[name])
+        rows.clear()
+        simulate(snn, x, steps, fold=True, chunk_size=5, reuse_input=False)
+        assert rows == [30, 30, 18]
+    finally:
+        handle.remove()
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, name: str) -> bool:
+        return is_stateful(m) or super().is_leaf_module(m, name)
+
+
+class _RadixMLP(nn.Module):
+    def __init__(self, w1, b1, w2, b2, bits: int, shift: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(w1.shape[1], w1.shape[0], bias=False, dtype=torch.float64)
+        self.fc2 = nn.Linear(w2.shape[1], w2.shape[0], bias=False, dtype=torch.float64)
+        with torch.no_grad():
+            self.fc1.weight.copy_(w1)
+            self.fc2.weight.copy_(w2)
+        self.n1 = RadixLeaky(bits, shift=shift, bias=b1, init_hidden=True)
+        self.out = RadixLeaky(bits, bias=b2, fire=False, init_hidden=True, output=True)
+
+    def forward(self, x):
+        _, mem = self.out(self.fc2(self.n1(self.fc1(x))))
+        return mem
+
+
+def test_radix_reads_period_ends(digits) -> None:
+    torch.manual_seed(0)
+    bits, shift = 4, 3
+    w1, w2 = torch.randint(-3, 4, (12, 64)).double(), torch.randint(-3, 4, (10, 12)).double()
+    b1, b2 = torch.randint(-8, 9, (12,)).double(), torch.randint(-8, 9, (10,)).double()
+    module = _RadixMLP(w1, b1, w2, b2, bits, shift)
+    snn = SpikingNetwork(fx.GraphModule(module, _Tracer().trace(module)), "radix", num_bits=bits,
+                         latency=2 * bits)
+    x = digits[0][:20]
+    res = simulate(snn, x, fold=False, record_layers=True)
+    assert res.num_steps == 2 * bits  # default: the latency
+
+    # integer reference (Wang eq. 17-22, with ReLU / saturation)
+    q = torch.clamp(torch.floor(x.double() * 2**bits + 0.5), max=2**bits - 1)
+    y1 = torch.clamp(torch.floor((q @ w1.T + b1) / 2**shift), 0, 2**bits - 1)
+    logits = y1 @ w2.T + b2
+    assert torch.equal(res.readout[-1], logits)
+    # held: steps T..2T-1 show the value read at step T, nothing is read before step T
+    assert torch.equal(res.readout[bits - 1:-1], res.mem[bits - 1].expand(bits, -1, -1))
+    assert (res.readout[: bits - 1] == 0).all()
+    assert torch.equal(res.predictions[-1], logits.argmax(-1))
+    # hidden spikes in period 1 are the bits of y1 (LSB first)
+    expect = sum(((y1.long() >> p) & 1).sum(-1) for p in range(bits))
+    assert torch.equal(res.spikes["n1"][bits:].sum(0), expect)
+    fan = (w2 != 0).sum(0)
+    assert torch.equal(res.synops["n1"], (res.layer_trains["n1"].ne(0) * fan).sum(-1))
+    folded = simulate(snn, x, fold=True, chunk_size=3)
+    assert torch.equal(folded.mem, res.mem)
+    assert torch.equal(folded.spikes["n1"], res.spikes["n1"])
+
+
+def test_early_decision_counts(digits, mlp) -> None:
+    x, y = digits[0][:64], digits[1][:64]
+    snn = convert(mlp, digits[0][:300], num_phases=K, progress=False)
+    steps = 8 * K
+    full = simulate(snn, x, steps, labels=y, early_decision=(1e30, K + 1))
+    assert (full.decision.time == steps).all()
+    assert torch.equal(full.decision.decision, full.predictions[-1])
+    assert torch.equal(full.spikes_at_decision, full.total_spikes)
+    assert full.early_accuracy == full.accuracy[-1]
+
+    early = simulate(snn, x, steps, labels=y, skip_periods=1, early_decision=(0.5, K + 1))
+    time = early.decision.time
+    assert (time >= K + 1).all() and (time < steps).any()
+    per_step = early.spikes_per_step
+    manual = torch.stack([per_step[: int(t), b].sum() for b, t in enumerate(time)])
+    assert torch.equal(early.spikes_at_decision, manual)
+    assert early.spikes_at_decision.sum() < early.total_spikes.sum()
+    assert (early.synops_at_decision <= early.total_synops).all()
+    layer = early.layer_spikes_at_decision["1"]
+    assert torch.equal(layer, early.spikes_at_decision)  # one hidden layer
+    summary = early.summary()
+    assert summary["mean_decision_time"] < steps and 0 < summary["early_accuracy"] <= 1
+
+
+def test_auto_chunk_rule(digits, mlp) -> None:
+    assert auto_chunk_size(1000, 1, 4, 500) == 500  # batch 1: fold everything
+    assert auto_chunk_size(1000, 64, 4, 500) == 4 * 2**20 // (1000 * 64 * 4)
+    assert auto_chunk_size(10**6, 64, 4, 500) == 1
+    snn = convert(mlp, digits[0][:300], num_phases=K, progress=False)
+    assert simulate(snn, digits[0][:1], 2 * K).folded
+    big = digits[0][:1].expand(40000, -1)  # 40000 * 64 * 4 B > 4 MiB per step: step loop
+    assert not simulate(snn, big, 2, fold="auto").folded
+
+
+def test_bad_arguments(digits, mlp) -> None:
+    x = digits[0][:4]
+    snn = convert(mlp, digits[0][:300], num_phases=K, progress=False)
+    rate = convert(mlp, digits[0][:300], coding="rate", progress=False)
+    with pytest.raises(ValueError, match="num_steps is required"):
+        simulate(snn, x)
+    with pytest.raises(ValueError, match="skip_periods"):
+        simulate(rate, x, 8, skip_periods=1)
+    with pytest.raises(ValueError, match="fold"):
+        simulate(snn, x, 8, fold="yes")
+    with pytest.raises(ValueError, match="chunk_size"):
+        simulate(snn, x, 8, fold=False, chunk_size=2)
+    with pytest.raises(ValueError, match="labels"):
+        simulate(snn, x, 8, labels=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="early_decision"):
+        simulate(snn, x, 8, early_decision=0.5)
+    with pytest.raises(TypeError, match="SpikingNetwork"):
+        simulate(nn.Linear(64, 10), x, 8)
+    with pytest.raises(ValueError, match="no early decision"):
+        _ = simulate(snn, x, 8).spikes_at_decision
