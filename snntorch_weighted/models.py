@@ -1,0 +1,214 @@
+"""The papers' networks (Kim et al. 2018, Table 1) and tiny nets for the demo and the tests.
+
+All models are plain ``nn.Module`` ReLU networks without dropout, traceable by
+``torch.fx.symbolic_trace`` and therefore convertible by :func:`snntorch_weighted.convert`.
+Notation of Table 1: ``12c5`` = convolution with 12 kernels of 5x5, ``2s`` = 2x2 subsampling
+(max pooling in Kim et al.), ``512`` = fully connected layer with 512 units.
+
+| function | paper | input | layers |
+|---|---|---|---|
+| :func:`net1` | Net1 (Diehl 2015) | 1x28x28 | MLP 784-1200-1200-10 |
+| :func:`net2` | Net2 (Diehl 2015) | 1x28x28 | 12c5-2s-64c5-2s-10 |
+| :func:`net4` | Net4 (Rueckauer 2017) | 3x32x32 | 32c3-32c3-2s-64c3-64c3-2s-512-10 |
+| :func:`resnet20` | Net5 (He 2016) | 3x32x32 | ResNet-20, 1x1 conv shortcuts |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "BasicBlock",
+    "ResNetCIFAR",
+    "digits_cnn",
+    "digits_mlp",
+    "net1",
+    "net2",
+    "net4",
+    "resnet20",
+]
+
+
+def _pool(pool: str, kernel: int = 2) -> nn.Module:
+    if pool == "max":
+        return nn.MaxPool2d(kernel)
+    if pool == "avg":
+        return nn.AvgPool2d(kernel)
+    raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
+
+
+def digits_mlp(hidden: int = 64, num_classes: int = 10) -> nn.Sequential:
+    """Tiny MLP for 8x8 digits: ``Flatten - 64-hidden - ReLU - hidden-classes``."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(64, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, num_classes),
+    )
+
+
+def digits_cnn(channels: int = 8, num_classes: int = 10, pool: str = "max") -> nn.Sequential:
+    """Tiny CNN for 1x8x8 digits: ``{c}c3 (pad 1) - 2s - {2c}c3 (pad 1) - 2s - classes``."""
+    return nn.Sequential(
+        nn.Conv2d(1, channels, 3, padding=1),
+        nn.ReLU(),
+        _pool(pool),  # 8x8 -> 4x4
+        nn.Conv2d(channels, 2 * channels, 3, padding=1),
+        nn.ReLU(),
+        _pool(pool),  # 4x4 -> 2x2
+        nn.Flatten(),
+        nn.Linear(2 * channels * 4, num_classes),
+    )
+
+
+def net1(num_classes: int = 10) -> nn.Sequential:
+    """Kim et al. Net1: MLP 784-1200-1200-10 (after Diehl et al. 2015) for 1x28x28 inputs."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 1200),
+        nn.ReLU(),
+        nn.Linear(1200, 1200),
+        nn.ReLU(),
+        nn.Linear(1200, num_classes),
+    )
+
+
+def net2(num_classes: int = 10, pool: str = "max") -> nn.Sequential:
+    """Kim et al. Net2: CNN 12c5-2s-64c5-2s-10 (after Diehl et al. 2015) for 1x28x28 inputs.
+
+    Convolutions without padding: 28 -> 24 -> (2s) 12 -> 8 -> (2s) 4, then a fully connected
+    layer 64*4*4 -> 10. ``pool="max"`` is the paper's max subsampling; ``"avg"`` the alternative
+    that rate-coded conversion handles exactly.
+    """
+    return nn.Sequential(
+        nn.Conv2d(1, 12, 5),
+        nn.ReLU(),
+        _pool(pool),
+        nn.Conv2d(12, 64, 5),
+        nn.ReLU(),
+        _pool(pool),
+        nn.Flatten(),
+        nn.Linear(64 * 4 * 4, num_classes),
+    )
+
+
+def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+def net4(num_classes: int = 10, pool: str = "max", batch_norm: bool = True) -> nn.Sequential:
+    """Kim et al. Net4: CNN 32c3-32c3-2s-64c3-64c3-2s-512-10 (after Rueckauer et al. 2017).
+
+    For 3x32x32 inputs; 3x3 convolutions with padding 1, 2x2 pooling, so 32 -> 16 -> 8 and the
+    fully connected part is 64*8*8 -> 512 -> 10. With ``batch_norm`` (default) every convolution
+    and the 512-unit layer are followed by BatchNorm (folded away by conversion); the layers
+    before a BatchNorm have no bias.
+    """
+    if batch_norm:
+        features = [
+            *_conv_bn_relu(3, 32),
+            *_conv_bn_relu(32, 32),
+            _pool(pool),
+            *_conv_bn_relu(32, 64),
+            *_conv_bn_relu(64, 64),
+            _pool(pool),
+        ]
+        hidden = [nn.Linear(64 * 8 * 8, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU()]
+    else:
+        features = [
+            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+            _pool(pool),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+            _pool(pool),
+        ]  # fmt: skip
+        hidden = [nn.Linear(64 * 8 * 8, 512), nn.ReLU()]
+    return nn.Sequential(*features, nn.Flatten(), *hidden, nn.Linear(512, num_classes))
+
+
+class BasicBlock(nn.Module):
+    """Residual block of He et al. 2016: ``relu(bn(conv(relu(bn(conv(x))))) + shortcut(x))``.
+
+    The shortcut is the identity when shape is kept, else a 1x1 strided convolution + BatchNorm
+    (option B), so every path is a conv/BN/ReLU that ANN->SNN conversion can map (Kim et al.
+    Fig. 6: the join neuron integrates both paths).
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut: nn.Module | None = None
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.shortcut is None else self.shortcut(x)
+        return F.relu(out + identity)
+
+
+class ResNetCIFAR(nn.Module):
+    """CIFAR ResNet of He et al. 2016 (sec. 4.2): 6n+2 weighted layers.
+
+    ``conv3x3(16) - BN - ReLU - 3 stages of n BasicBlocks (widths, strides 1, 2, 2) -
+    global average pooling - Linear``. Kim et al.'s Net5 has widths (16, 32, 32); He et al.'s
+    ResNet-20 (the default of :func:`resnet20`) has (16, 32, 64).
+    """
+
+    def __init__(
+        self,
+        blocks_per_stage: int = 3,
+        widths: Sequence[int] = (16, 32, 64),
+        num_classes: int = 10,
+        in_channels: int = 3,
+    ):
+        super().__init__()
+        if len(widths) != 3 or blocks_per_stage < 1:
+            raise ValueError(
+                f"need 3 stage widths and blocks_per_stage >= 1, got {widths}, {blocks_per_stage}"
+            )
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        layers: list[nn.Module] = []
+        c_in = widths[0]
+        for stage, width in enumerate(widths):
+            for block in range(blocks_per_stage):
+                stride = 2 if stage > 0 and block == 0 else 1
+                layers.append(BasicBlock(c_in, width, stride))
+                c_in = width
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(c_in, num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layers(x)
+        return self.fc(self.flatten(self.pool(x)))
+
+
+def resnet20(num_classes: int = 10, widths: Sequence[int] = (16, 32, 64)) -> ResNetCIFAR:
+    """ResNet-20 for 3x32x32 inputs (19 3x3 convolutions + 1 linear layer; Kim et al. Net5).
+
+    Pass ``widths=(16, 32, 32)`` for the exact Net5 of Kim et al. Table 1.
+    """
+    return ResNetCIFAR(blocks_per_stage=3, widths=widths, num_classes=num_classes)
