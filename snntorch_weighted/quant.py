@@ -60,7 +60,7 @@ weights as they train.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -68,6 +68,7 @@ import torch.distributed as dist
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, fx, nn
 
+from .calibration import calibrate, first_batch
 from .graph import UnsupportedLayerError, capture, is_add, module_of
 from .spikegen import quantize_code
 
@@ -87,6 +88,7 @@ __all__ = [
     "NeuronParams",
     "prepare",
     "is_prepared",
+    "twin",
     "integer_params",
     "integer_activations",
     "finetune",
@@ -425,55 +427,28 @@ def _pair(v) -> tuple[int, int]:
 # --------------------------------------------------------------------------- calibration
 
 
-def _iter_inputs(data) -> Iterator[Tensor]:
-    """Input batches from a tensor, a ``(x, y)`` pair, a Dataset or a DataLoader/iterable."""
-    if isinstance(data, Tensor):
-        yield data
-        return
-    if isinstance(data, (tuple, list)) and data and isinstance(data[0], Tensor):
-        yield data[0]
-        return
-    if isinstance(data, torch.utils.data.Dataset) and not isinstance(
-        data, torch.utils.data.IterableDataset
-    ):
-        data = torch.utils.data.DataLoader(data, batch_size=256)
-    for batch in data:
-        yield batch[0] if isinstance(batch, (tuple, list)) else batch
-
-
-def _calibrate(gm: fx.GraphModule, data, percentile: float
+def _calibrate(gm: fx.GraphModule, data, percentile: float, progress: bool = False
                ) -> tuple[dict[str, float], dict[str, tuple[int, ...]]]:
-    """Clip per ReLU (percentile of its activations) and input shapes of adaptive pools."""
-    acts: dict[str, list[Tensor]] = {}
+    """Clip per ReLU module (percentile of its positive activations) and adaptive-pool inputs.
+
+    The clips come from :func:`snntorch_weighted.calibration.calibrate` (the same statistics as
+    the weighted-spike conversion); the input shapes of adaptive pools from one batch.
+    """
+    scales = calibrate(gm, data, "percentile", percentile, progress=progress)
+    clips = {node.target: scales[node.name] for node in gm.graph.nodes if node.name in scales}
     shapes: dict[str, tuple[int, ...]] = {}
-    handles = []
-    for name, module in gm.named_modules():
-        if isinstance(module, nn.ReLU):
-            acts[name] = []
-            handles.append(module.register_forward_hook(
-                lambda m, i, o, n=name: acts[n].append(o.detach().flatten().float())))
-        elif isinstance(module, nn.AdaptiveAvgPool2d):
-            handles.append(module.register_forward_hook(
-                lambda m, i, o, n=name: shapes.__setitem__(n, tuple(i[0].shape))))
-    seen = 0
+    handles = [
+        module.register_forward_hook(
+            lambda m, i, o, n=name: shapes.__setitem__(n, tuple(i[0].shape)))
+        for name, module in gm.named_modules() if isinstance(module, nn.AdaptiveAvgPool2d)
+    ]
     try:
         with torch.no_grad():
-            for x in _iter_inputs(data):
-                quantize_code(x, 1)  # validates: floating point, finite, in [0, 1]
-                dtype = next((p.dtype for p in gm.parameters()), x.dtype)
-                gm(x.to(dtype))
-                seen += x.shape[0]
+            first = first_batch(data)
+            gm(first.to(next((p.dtype for p in gm.parameters()), first.dtype)))
     finally:
-        for h in handles:
-            h.remove()
-    if seen == 0:
-        raise ValueError("calibration_data is empty")
-    clips = {}
-    for name, chunks in acts.items():
-        values = torch.cat(chunks)
-        k = max(1, min(values.numel(), math.ceil(percentile / 100.0 * values.numel())))
-        clip = float(values.kthvalue(k).values)
-        clips[name] = clip if clip > 0 else max(float(values.max()), 1.0)
+        for handle in handles:
+            handle.remove()
     return clips, shapes
 
 
@@ -671,13 +646,17 @@ def prepare(
         percentile: clip = this percentile of each ReLU's activations (100 = max).
 
     Returns:
-        The twin, an ``fx.GraphModule`` (in train mode if ``model`` was). "In place" means: the
-        twin shares the user's ``weight`` / ``bias`` Parameter objects for every Linear / Conv that
+        ``model`` itself, prepared in place: its ``forward`` now runs the twin, an
+        ``fx.GraphModule`` registered as ``model.radix_twin`` (in train mode if ``model`` was), so
+        ``model(x)``, ``model.parameters()``, ``state_dict``, ``.to()`` and ``train()`` /
+        ``eval()`` all act on the quantised model. The twin shares the user's ``weight`` /
+        ``bias`` Parameter objects for every Linear / Conv that
         capture left unchanged (no BatchNorm folded into it, called once), so an optimiser built
         on ``model.parameters()`` trains the twin, and ``model`` sees the fine-tuned weights.
         Layers with folded BatchNorm get new Parameters (the float model cannot express them):
-        build the optimiser on the returned module's parameters. The user's module object itself
-        is not turned into the twin (its Python class cannot change).
+        build the optimiser on ``model.parameters()`` after ``prepare`` (the replaced originals
+        stay in the module, unused). To load a saved state_dict, ``prepare`` a fresh model with
+        the same arguments first.
 
     Raises:
         ValueError: bad ``num_bits`` / ``weight_bits`` / ``percentile``, missing or empty
@@ -699,21 +678,34 @@ def prepare(
     _rewrite(gm, num_bits, weight_bits, clips, shapes, learn_clip)
     _relink_parameters(model, gm)
     gm.train(was_training)
-    return gm
+    model.radix_twin = gm  # registered: parameters, state_dict, .to(), train()/eval() follow
+    model.forward = gm.forward  # the user's module now computes the twin
+    return model
+
+
+def _twin_or_none(model: nn.Module) -> fx.GraphModule | None:
+    model = getattr(model, "module", model)  # a DDP wrapper
+    model = getattr(model, "radix_twin", model)
+    if isinstance(model, fx.GraphModule) and any(isinstance(m, QuantOutput)
+                                                 for m in model.modules()):
+        return model
+    return None
 
 
 def is_prepared(model: nn.Module) -> bool:
-    """True for a module returned by :func:`prepare` (or a DDP wrapper of one)."""
-    model = getattr(model, "module", model)
-    return isinstance(model, fx.GraphModule) and any(
-        isinstance(m, QuantOutput) for m in model.modules())
+    """True for a module prepared by :func:`prepare` (or a DDP wrapper of one)."""
+    return _twin_or_none(model) is not None
 
 
-def _check_prepared(model: nn.Module) -> fx.GraphModule:
-    model = getattr(model, "module", model)
-    if not is_prepared(model):
-        raise TypeError("expected a model returned by snntorch_weighted.quant.prepare")
-    return model
+def twin(model: nn.Module) -> fx.GraphModule:
+    """The quantised twin graph of a prepared model (``model.radix_twin``)."""
+    gm = _twin_or_none(model)
+    if gm is None:
+        raise TypeError("expected a model prepared by snntorch_weighted.quant.prepare")
+    return gm
+
+
+_check_prepared = twin
 
 
 # --------------------------------------------------------------------------- inspection

@@ -272,7 +272,7 @@ def convert_radix(
         fed in period 0 (the output neuron: the period at whose last step ``mem == X``).
     """
     if quant.is_prepared(model):
-        twin = getattr(model, "module", model)
+        twin = quant.twin(model)
         prepared_bits = twin.get_submodule("input_quant").num_bits
         if num_bits is not None and num_bits != prepared_bits:
             raise ValueError(f"num_bits={num_bits} but the model was prepared with "
@@ -285,7 +285,7 @@ def convert_radix(
                              "batches in [0, 1]) to prepare it")
         twin = quant.prepare(copy.deepcopy(model), num_bits=8 if num_bits is None else num_bits,
                              weight_bits=weight_bits, calibration_data=calibration_data,
-                             percentile=percentile)
+                             percentile=percentile).radix_twin
     twin = copy.deepcopy(twin).double().eval()
     return _Builder(twin, twin.get_submodule("input_quant").num_bits).build()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import socket
@@ -50,7 +51,9 @@ def test_fake_quantize_gradient_passes_inside_and_is_blocked_at_clip() -> None:
 def test_twin_gradients_blocked_for_saturated_and_negative_neurons() -> None:
     torch.manual_seed(0)
     x = torch.rand(64, 1, 8, 8)
-    twin = quant.prepare(randomise(mlp(), 1), num_bits=3, calibration_data=x, percentile=50)
+    twin = quant.twin(
+        quant.prepare(randomise(mlp(), 1), num_bits=3, calibration_data=x, percentile=50)
+    )
     acts = {}
     twin.get_submodule("2").register_forward_hook(lambda m, i, o: acts.update(acc=i[0], y=o))
     twin(x).sum().backward()
@@ -68,7 +71,9 @@ def test_twin_gradients_blocked_for_saturated_and_negative_neurons() -> None:
 
 def test_learnable_clip_receives_gradient() -> None:
     x = torch.rand(32, 1, 8, 8)
-    twin = quant.prepare(randomise(mlp(), 2), num_bits=4, calibration_data=x, learn_clip=True)
+    twin = quant.twin(
+        quant.prepare(randomise(mlp(), 2), num_bits=4, calibration_data=x, learn_clip=True)
+    )
     clip = twin.get_submodule("2").clip
     assert isinstance(clip, nn.Parameter)
     twin(x).pow(2).sum().backward()
@@ -80,17 +85,27 @@ def test_learnable_clip_receives_gradient() -> None:
 
 @pytest.mark.parametrize("name", list(MODELS))
 @settings(max_examples=8, deadline=None)
-@given(seed=st.integers(0, 10_000), num_bits=st.sampled_from([1, 2, 4, 8]),
-       weight_bits=st.sampled_from([4, 8]))
-def test_twin_equals_integer_reference(name: str, seed: int, num_bits: int, weight_bits: int
-                                       ) -> None:
+@given(
+    seed=st.integers(0, 10_000),
+    num_bits=st.sampled_from([1, 2, 4, 8]),
+    weight_bits=st.sampled_from([4, 8]),
+)
+def test_twin_equals_integer_reference(
+    name: str, seed: int, num_bits: int, weight_bits: int
+) -> None:
     make, reference = MODELS[name]
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(6, 1, 8, 8, generator=g)
     x[0] = 0.0
     x[1] = 1.0
-    twin = quant.prepare(randomise(make(), seed), num_bits=num_bits, weight_bits=weight_bits,
-                         calibration_data=x[:4]).double()
+    twin = quant.twin(
+        quant.prepare(
+            randomise(make(), seed),
+            num_bits=num_bits,
+            weight_bits=weight_bits,
+            calibration_data=x[:4],
+        )
+    ).double()
     params = quant.integer_params(twin)
     qmax = 2 ** (weight_bits - 1) - 1
     for p in params.values():
@@ -110,7 +125,7 @@ def test_twin_equals_integer_reference(name: str, seed: int, num_bits: int, weig
 
 def test_shift_is_largest_that_keeps_weights_in_range() -> None:
     x = torch.rand(16, 1, 8, 8)
-    twin = quant.prepare(randomise(mlp(), 3), num_bits=6, calibration_data=x).double()
+    twin = quant.twin(quant.prepare(randomise(mlp(), 3), num_bits=6, calibration_data=x)).double()
     for name, p in quant.integer_params(twin).items():
         if p.output:
             continue
@@ -143,10 +158,15 @@ def digits():
 def test_finetune_recovers_float_accuracy(digits, num_bits: int, tolerance: float) -> None:
     model, train, test = digits
     float_acc = evaluate(model, test)
-    twin = quant.prepare(model, num_bits=num_bits, calibration_data=train.tensors[0][:500])
+    twin = quant.twin(
+        quant.prepare(
+            copy.deepcopy(model), num_bits=num_bits, calibration_data=train.tensors[0][:500]
+        )
+    )
     before = evaluate(twin, test)
-    history = quant.finetune(twin, train, epochs=2, lr=3e-4, val_data=test, progress=False,
-                             batch_size=128)
+    history = quant.finetune(
+        twin, train, epochs=2, lr=3e-4, val_data=test, progress=False, batch_size=128
+    )
     after = history[-1]["val_acc"]
     print(f"T={num_bits}: float {float_acc:.4f}, prepared {before:.4f}, finetuned {after:.4f}")
     assert len(history) == 2 and all(h["loss"] > 0 for h in history)
@@ -156,14 +176,18 @@ def test_finetune_recovers_float_accuracy(digits, num_bits: int, tolerance: floa
 
 def test_prepare_shares_parameters_with_the_float_model(digits) -> None:
     model, train, _ = digits
-    model = nn.Sequential(*[m for m in model])  # same modules/params, fresh container
-    twin = quant.prepare(model, num_bits=4, calibration_data=train.tensors[0][:64])
+    model = copy.deepcopy(model)  # the fixture stays a float model
+    prepared = quant.prepare(model, num_bits=4, calibration_data=train.tensors[0][:64])
+    assert prepared is model  # in place: the user's module now computes the twin
+    twin = quant.twin(model)
+    x = train.tensors[0][:32]
+    assert torch.equal(model(x), twin(x))
     assert twin.get_submodule("1").weight is model[1].weight
     assert twin.get_submodule("3").bias is model[3].bias
     # an optimiser built on the user's model trains the twin
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     before = model[1].weight.detach().clone()
-    nn.functional.cross_entropy(twin(train.tensors[0][:32]), train.tensors[1][:32]).backward()
+    nn.functional.cross_entropy(model(x), train.tensors[1][:32]).backward()
     opt.step()
     assert not torch.equal(model[1].weight, before)
 
@@ -174,15 +198,20 @@ def test_prepare_shares_parameters_with_the_float_model(digits) -> None:
 def test_state_dict_and_torch_save_round_trip() -> None:
     x = torch.rand(16, 1, 8, 8)
     make, _ = MODELS["resnet"]
-    twin = quant.prepare(randomise(make(), 5), num_bits=4, calibration_data=x, learn_clip=True)
+    twin = quant.twin(
+        quant.prepare(randomise(make(), 5), num_bits=4, calibration_data=x, learn_clip=True)
+    )
     with torch.no_grad():
         twin.get_submodule("relu").clip.mul_(1.3)
         twin.get_submodule("fc").weight.mul_(0.9)
     expected = twin(x)
     other = quant.prepare(randomise(make(), 6), num_bits=4, calibration_data=x, learn_clip=True)
     assert not torch.equal(other(x), expected)
-    other.load_state_dict(twin.state_dict())
+    other.radix_twin.load_state_dict(twin.state_dict())
     assert torch.equal(other(x), expected)
+    again = quant.prepare(randomise(make(), 7), num_bits=4, calibration_data=x, learn_clip=True)
+    again.load_state_dict(other.state_dict())  # the whole prepared model round-trips too
+    assert torch.equal(again(x), expected)
     buffer = io.BytesIO()
     torch.save(twin, buffer)
     buffer.seek(0)
@@ -207,17 +236,18 @@ def test_bad_input_raises_clear_errors() -> None:
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         quant.prepare(mlp(), num_bits=4, calibration_data=x * 2)
     with pytest.raises(UnsupportedLayerError, match=r"'_1'.*Sigmoid"):
-        quant.prepare(nn.Sequential(nn.Flatten(), nn.Sigmoid(), nn.Linear(64, 2)),
-                      calibration_data=x)
+        quant.prepare(
+            nn.Sequential(nn.Flatten(), nn.Sigmoid(), nn.Linear(64, 2)), calibration_data=x
+        )
     with pytest.raises(UnsupportedLayerError, match=r"'_2'.*Linear.*ReLU"):
-        quant.prepare(nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Linear(8, 2)),
-                      calibration_data=x)
+        quant.prepare(
+            nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Linear(8, 2)), calibration_data=x
+        )
     with pytest.raises(UnsupportedLayerError, match="output"):
-        quant.prepare(nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU()),
-                      calibration_data=x)
+        quant.prepare(nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU()), calibration_data=x)
     with pytest.raises(TypeError, match="prepare"):
         quant.integer_params(mlp())
-    twin = quant.prepare(mlp(), num_bits=4, calibration_data=x)
+    twin = quant.twin(quant.prepare(mlp(), num_bits=4, calibration_data=x))
     with pytest.raises(ValueError, match="epochs"):
         quant.finetune(twin, (x, torch.zeros(8, dtype=torch.long)), epochs=0)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
@@ -235,12 +265,20 @@ def _free_port() -> int:
 
 def test_finetune_under_ddp_keeps_replicas_identical(tmp_path: Path) -> None:
     worker = Path(__file__).with_name("ddp_worker.py")
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
-               WORLD_SIZE="2", OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(_free_port()),
+        WORLD_SIZE="2",
+        OMP_NUM_THREADS="1",
+    )
     procs = [
-        subprocess.Popen([sys.executable, str(worker), str(rank), str(tmp_path)],
-                         env=dict(env, RANK=str(rank)), stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT)
+        subprocess.Popen(
+            [sys.executable, str(worker), str(rank), str(tmp_path)],
+            env=dict(env, RANK=str(rank)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         for rank in range(2)
     ]
     outputs = [p.communicate(timeout=120)[0].decode() for p in procs]

@@ -26,8 +26,11 @@ def run_and_record(snn, x: torch.Tensor, extra_periods: int = 1):
     handles = []
     for name, module in snn.neurons():
         spikes[name] = []
-        handles.append(module.register_forward_hook(
-            lambda m, i, o, n=name: spikes[n].append(o.detach().clone())))
+        handles.append(
+            module.register_forward_hook(
+                lambda m, i, o, n=name: spikes[n].append(o.detach().clone())
+            )
+        )
     train = snn.encode(x.double(), steps)
     reset(snn)
     mems = []
@@ -45,8 +48,9 @@ def check_bit_exact(snn, twin, reference, x: torch.Tensor, num_bits: int) -> Non
     twin_acts = quant.integer_activations(twin, x.double())
     train, spikes, mems = run_and_record(snn, x)
     period = lambda d: slice(d * num_bits, (d + 1) * num_bits)  # noqa: E731
-    assert torch.equal(spikegen.decode_radix(train[period(0)], integer=True),
-                       expected["input_quant"])
+    assert torch.equal(
+        spikegen.decode_radix(train[period(0)], integer=True), expected["input_quant"]
+    )
     hidden = [k for k in expected if k not in ("input_quant", "output_quant")]
     assert sorted(n for n, _ in snn.neurons()) == sorted(hidden)
     for name in hidden:
@@ -71,7 +75,9 @@ def test_random_models_are_bit_exact(name: str, seed: int, num_bits: int) -> Non
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(4, 1, 8, 8, generator=g)
     x[0] = 1.0
-    twin = quant.prepare(randomise(make(), seed), num_bits=num_bits, calibration_data=x[:3])
+    twin = quant.twin(
+        quant.prepare(randomise(make(), seed), num_bits=num_bits, calibration_data=x[:3])
+    )
     snn = convert_radix(twin)
     assert snn.latency == LATENCY_PERIODS[name] * num_bits
     check_bit_exact(snn, twin.double(), reference, x, num_bits)
@@ -95,7 +101,7 @@ def test_trained_finetuned_models_are_bit_exact(digits, name: str) -> None:
         opt.zero_grad()
         nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
         opt.step()
-    twin = quant.prepare(model.eval(), num_bits=4, calibration_data=x[:256])
+    twin = quant.twin(quant.prepare(model.eval(), num_bits=4, calibration_data=x[:256]))
     quant.finetune(twin, (x[:128], y[:128]), epochs=1, batch_size=64, progress=False)
     snn = convert_radix(twin)
     check_bit_exact(snn, twin.double(), reference, xt[:16], 4)
@@ -103,14 +109,23 @@ def test_trained_finetuned_models_are_bit_exact(digits, name: str) -> None:
 
 def test_structure_latency_and_delays() -> None:
     x = torch.rand(4, 1, 8, 8)
-    snn = convert_radix(quant.prepare(randomise(MODELS["resnet"][0](), 0), num_bits=4,
-                                      calibration_data=x))
+    snn = convert_radix(
+        quant.prepare(randomise(MODELS["resnet"][0](), 0), num_bits=4, calibration_data=x)
+    )
     delays = [m for m in snn.modules() if isinstance(m, Delay)]
     assert [d.num_steps for d in delays] == [4, 4]  # both shortcuts wait one period
-    assert snn.periods == {"input_quant": 0, "relu": 1, "relu_1": 2, "relu_2": 3, "relu_3": 4,
-                           "relu_4": 5, "output_quant": 5}
-    cnn = convert_radix(quant.prepare(randomise(MODELS["cnn"][0](), 0), num_bits=4,
-                                      calibration_data=x))
+    assert snn.periods == {
+        "input_quant": 0,
+        "relu": 1,
+        "relu_1": 2,
+        "relu_2": 3,
+        "relu_3": 4,
+        "relu_4": 5,
+        "output_quant": 5,
+    }
+    cnn = convert_radix(
+        quant.prepare(randomise(MODELS["cnn"][0](), 0), num_bits=4, calibration_data=x)
+    )
     assert any(isinstance(m, RadixMaxPool2d) for m in cnn.modules())
     neurons = [m for m in cnn.modules() if isinstance(m, RadixLeaky)]
     assert all(m.bias.dtype == torch.float64 for m in neurons)
@@ -127,31 +142,34 @@ def test_delay_and_maxpool_modules() -> None:
     codes = torch.tensor([[[[1.0, 5.0], [7.0, 2.0]]]])
     train = spikegen.radix(codes / 8, 3)
     outs = [pool(train[t % 3]) for t in range(6)]
-    assert torch.equal(spikegen.decode_radix(torch.stack(outs[3:]), integer=True).flatten(),
-                       torch.tensor([7]))
+    assert torch.equal(
+        spikegen.decode_radix(torch.stack(outs[3:]), integer=True).flatten(), torch.tensor([7])
+    )
 
 
 def test_convert_float_model_prepares_it() -> None:
     x = torch.rand(8, 1, 8, 8)
     model = randomise(mlp(), 4)
     snn = convert_radix(model, calibration_data=x, num_bits=5)
-    twin = quant.prepare(model, num_bits=5, calibration_data=x).double()
+    twin = quant.twin(quant.prepare(model, num_bits=5, calibration_data=x)).double()
     assert snn.num_bits == 5 and snn.latency == 15
     assert torch.equal(radix_infer(snn, x), twin(x.double()))
 
 
 def test_snn_save_and_state_dict_round_trip() -> None:
     x = torch.rand(4, 1, 8, 8)
-    snn = convert_radix(quant.prepare(randomise(MODELS["resnet"][0](), 1), num_bits=4,
-                                      calibration_data=x))
+    snn = convert_radix(
+        quant.prepare(randomise(MODELS["resnet"][0](), 1), num_bits=4, calibration_data=x)
+    )
     expected = radix_infer(snn, x)
     buffer = io.BytesIO()
     torch.save(snn, buffer)
     buffer.seek(0)
     loaded = torch.load(buffer, weights_only=False)
     assert torch.equal(radix_infer(loaded, x), expected)
-    other = convert_radix(quant.prepare(randomise(MODELS["resnet"][0](), 2), num_bits=4,
-                                        calibration_data=x))
+    other = convert_radix(
+        quant.prepare(randomise(MODELS["resnet"][0](), 2), num_bits=4, calibration_data=x)
+    )
     assert not torch.equal(radix_infer(other, x), expected)
     other.load_state_dict(snn.state_dict())
     other.output_scale = snn.output_scale
@@ -162,7 +180,7 @@ def test_bad_input() -> None:
     x = torch.rand(4, 1, 8, 8)
     with pytest.raises(ValueError, match="calibration_data"):
         convert_radix(mlp())
-    twin = quant.prepare(mlp(), num_bits=4, calibration_data=x)
+    twin = quant.twin(quant.prepare(mlp(), num_bits=4, calibration_data=x))
     with pytest.raises(ValueError, match="num_bits"):
         convert_radix(twin, num_bits=8)
     with pytest.raises(TypeError):
