@@ -53,7 +53,7 @@ def convert(
     calibration_data: Tensor | Iterable,
     coding: str = "weighted",
     num_phases: int = 8,
-    num_bits: int = 8,
+    num_bits: int | None = None,
     normalization: str = "percentile",
     percentile: float = 99.9,
     input_mean: Sequence[float] | Tensor | float | None = None,
@@ -72,7 +72,8 @@ def convert(
         coding: ``"weighted"`` (Kim et al.), ``"rate"`` (baseline) or ``"radix"`` (dispatched to
             :func:`snntorch_weighted.radix_convert.convert_radix` with ``num_bits`` and ``**kw``).
         num_phases: K, phases per period (weighted coding).
-        num_bits: T, bits per spike train (radix coding).
+        num_bits: T, bits per spike train (radix coding); default: the prepared model's T, 8
+            for a float model.
         normalization: ``"percentile"`` or ``"max"`` (per-ReLU scale from the calibration data).
         percentile: the percentile in ``(0, 100]`` for ``normalization="percentile"``.
         input_mean, input_std: the mean/std normalisation the model expects on its input
