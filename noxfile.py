@@ -4,6 +4,8 @@ Set-up here pins the torch / torchvision builds this machine's package index car
 the ranges in pyproject.toml.
 """
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests"]
@@ -45,3 +47,21 @@ def tutorials(session: nox.Session) -> None:
     _install(session, "data,tutorials")
     session.run("python", "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3")
     session.run("python", "tutorials/execute.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def benchmarks(session: nox.Session) -> None:
+    """Every benchmark script (benchmarks/*.py); they rewrite their sections of BENCHMARKS.md.
+
+    Extra arguments go to every script, e.g. ``nox -s benchmarks -- --quick --threads 1``.
+    """
+    _install(session, "benchmarks")
+    scripts = sorted(
+        path
+        for path in Path("benchmarks").glob("*.py")
+        if not path.name.startswith("_") and path.name != "plots.py"
+    )
+    if not scripts:
+        session.error("no benchmark scripts found under benchmarks/")
+    for script in scripts:
+        session.run("python", str(script), *session.posargs)
