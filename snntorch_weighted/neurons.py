@@ -42,9 +42,10 @@ def _exact_step(x: Tensor, spike_grad) -> Tensor:
     snntorch's surrogates fire on ``x > 0``; Kim eq. 9 uses ``x >= 0``. The difference is added as a
     detached correction, so the forward value is exact and the gradient is the surrogate's.
     """
-    exact = (x >= 0).to(x.dtype)
     if not (torch.is_grad_enabled() and x.requires_grad):
-        return exact  # inference: the surrogate would only cost time
+        # inference: no surrogate, and one kernel writing 0/1 in x's dtype (no bool temporary)
+        return torch.ge(x, 0, out=torch.empty_like(x))
+    exact = (x >= 0).to(x.dtype)
     smooth = spike_grad(x)
     return smooth + (exact - smooth).detach()
 
@@ -81,9 +82,10 @@ class _ClockedLeaky(snn.Leaky):
         return self.step
 
     def _end_step(self, spk: Tensor, mem: Tensor, clock: Tensor):
-        self.mem = mem
-        self._last_mem = mem
-        self.step = clock + 1
+        # plain dict writes: nn.Module.__setattr__ costs a few microseconds per call
+        self._buffers["mem"] = mem
+        self.__dict__["_last_mem"] = mem
+        self._buffers["step"] = clock + 1
         if self.output:
             return spk, mem
         if self.init_hidden:

@@ -77,7 +77,7 @@ class Delay(nn.Module):
             self._fresh = False
         slot = (self.step % self.num_steps).view(1)
         out = self.fifo.index_select(0, slot).squeeze(0)
-        self.fifo = self.fifo.index_copy(0, slot, x.unsqueeze(0).to(self.fifo.dtype))
+        self.fifo.index_copy_(0, slot, x.unsqueeze(0).to(self.fifo.dtype))  # out is a copy
         self.step = self.step + 1
         return out
 

@@ -19,15 +19,27 @@ instead walks the graph node by node over a block of ``t`` steps: stateless node
 ``Conv``, pooling, ``Flatten``, ``add``, ``Scale``) run once on the block with time folded into
 the batch (``[t * B, ...]``), stateful modules (neurons, spike max-pool: anything with a
 ``reset_mem``) loop over the ``t`` steps. Both orders compute the same numbers because every node's
-output at step t depends only on its inputs at step t and its own state; the spikes are identical
-whenever the weight layers' results do not depend on the batch size (always for exact sums, e.g.
-radix or dyadic weights; float32 GEMMs of different shapes may round differently in the last bit).
+output at step t depends only on its inputs at step t and its own state. The results are
+bit-identical to the step loop whenever every weight layer's output row does not depend on how many
+rows it is computed with. That always holds when the sums are exact (radix nets in float64,
+weights with few significant bits: tested), but not for arbitrary float32 weights: BLAS picks the
+kernel and summation order by shape, e.g. MKL on this CPU rounds ``Linear`` differently for 1-2
+rows (gemv / small-M path) than for >= 4 rows (measured: every row of a 4096->512 layer differed
+in the last bit at 1 or 2 rows, none at 4, 8, 64; convolutions were batch-invariant). On
+the converted Net4 at batch 1 this moved the output membranes by about 4e-9 with identical spikes;
+a last-bit difference flips a spike only when a membrane lands exactly on its threshold, after
+which the trains may diverge (statistically equivalent, not identical). There is no cheap general
+fix (only per-step calls, i.e. no folding, guarantee the loop's kernels): use ``fold=False`` when
+bit-for-bit agreement with the step loop matters.
 Chunk rule (``chunk_size=None``): ``t = clamp(floor(4 MiB / (B * max_numel * itemsize)), 1, T)``
 with ``max_numel`` the largest per-sample activation of any node, so each folded activation stays
 around 4 MiB. ``fold="auto"`` (the default) folds when that gives ``t >= 2`` and uses the step
-loop otherwise (large batches already fill the weight layers). On CPU (2 loaded cores, Net2 on
-28x28, K=8) folding measured 0.68 s vs 0.90 s for the loop at batch 1 / 64 steps; timings on GPU are
-for the benchmarks to establish.
+loop otherwise (large batches already fill the weight layers). Measured speed-ups: BENCHMARKS.md,
+section "speed" (``benchmarks/speed.py``).
+
+**Radix shortcut** (``shortcut=True`` or :func:`radix_shortcut`): a radix SNN equals its quantised
+twin bit for bit, so the identical result (output membranes, spikes and SynOps per step and layer)
+is computed per period on integer codes instead of per step; only on request.
 
 **Input reuse** (``reuse_input``, folded runner only): weighted and radix input trains are periodic
 (period K, resp. T), so everything computed from the input alone through stateless layers (the
@@ -41,6 +53,7 @@ Spike totals exclude the input; SynOps totals include the input layer's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,12 +61,22 @@ import torch
 from torch import Tensor, fx, nn
 
 from . import decision as _decision
+from . import spikegen
 from .decision import EarlyDecision, gather_at_time
-from .metrics import INPUT, SpikeRecorder, ann_macs, is_neuron, is_stateful, profile_graph
+from .metrics import (
+    INPUT,
+    GraphProfile,
+    SpikeRecorder,
+    ann_macs,
+    is_neuron,
+    is_stateful,
+    profile_graph,
+)
 from .metrics import steps_to_accuracy as steps_to_accuracy
 from .reset import reset
 
-__all__ = ["SimulationResult", "simulate", "steps_to_accuracy", "auto_chunk_size"]
+__all__ = ["SimulationResult", "simulate", "radix_shortcut", "steps_to_accuracy",
+           "auto_chunk_size"]
 
 CHUNK_BYTES = 4 * 2**20
 """Target size of one folded activation in the automatic chunk rule."""
@@ -83,6 +106,7 @@ class SimulationResult:
         layer_trains: full spike trains ``[T, B, ...]`` per layer (``record_layers=True``).
         decision: Kim Algorithm 1 result (``early_decision=(theta, T1)``).
         folded: whether the folded runner was used; ``chunk_size``: its time block.
+        shortcut: computed by :func:`radix_shortcut` (per period) instead of step by step.
     """
 
     coding: str
@@ -103,6 +127,7 @@ class SimulationResult:
     decision: EarlyDecision | None = None
     folded: bool = False
     chunk_size: int = 1
+    shortcut: bool = False
 
     # ---- totals over layers
     @property
@@ -208,6 +233,41 @@ def _check_inputs(snn: nn.Module, inputs: Tensor, labels: Tensor | None) -> None
                                or labels.shape != inputs.shape[:1]):
         raise ValueError(f"labels must be a tensor of shape [{inputs.shape[0]}], got "
                          f"{getattr(labels, 'shape', type(labels).__name__)}")
+
+
+def _check_decision(early_decision: Any) -> None:
+    if early_decision is not None and (not isinstance(early_decision, (tuple, list))
+                                       or len(early_decision) != 2):
+        raise ValueError(f"early_decision must be (theta, T1), got {early_decision!r}")
+
+
+def _config_key(snn: nn.Module) -> tuple:
+    """Identity of a network's configuration: its graph and the identity and version counter of
+    every parameter and persistent buffer (weights, biases, shifts, scales; not the neurons'
+    state, which snntorch and this package register as non-persistent buffers). Any in-place
+    update (optimiser step, ``load_state_dict``) or replacement changes it."""
+    config = [(id(p), p._version) for p in snn.parameters()]
+    for module in snn.modules():
+        skip = module._non_persistent_buffers_set
+        config += [(id(b), b._version) for n, b in module._buffers.items()
+                   if b is not None and n not in skip]
+    return id(snn.graph.graph), len(snn.graph.graph.nodes), tuple(config)
+
+
+def _profile(snn: nn.Module, example: Tensor) -> GraphProfile:
+    """:func:`~.metrics.profile_graph` of the step graph, cached on the network.
+
+    The fan-outs depend on the graph, the per-sample input shape and the zero pattern of the
+    weights; the cache key is :func:`_config_key` plus the input's shape / dtype / device, so a
+    stale profile is never reused.
+    """
+    key = (_config_key(snn), tuple(example.shape[1:]), example.dtype, example.device)
+    cached = snn.__dict__.get("_profile_cache")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    profile = profile_graph(snn.graph, example)
+    snn.__dict__["_profile_cache"] = (key, profile)
+    return profile
 
 
 def _resolve_steps(snn: nn.Module, num_steps: int | None) -> int:
@@ -467,6 +527,7 @@ def simulate(
     model: nn.Module | None = None,
     encoded: bool = False,
     reuse_input: bool = True,
+    shortcut: bool = False,
 ) -> SimulationResult:
     """Run a converted SNN on a batch and measure accuracy, spikes and SynOps over time.
 
@@ -491,10 +552,21 @@ def simulate(
         reuse_input: in the folded runner, compute what depends on the input alone (the first
             weight layer's currents) for one input period only and reuse it (weighted: period
             K, radix: period T; rate inputs are random and not reused; nor are ``encoded`` ones).
+        shortcut: radix only: compute the identical result per period with
+            :func:`radix_shortcut` instead of stepping (``fold``, ``chunk_size``, ``encoded``
+            and ``reuse_input`` do not apply).
 
     Returns:
         :class:`SimulationResult`.
     """
+    if shortcut:
+        if encoded or chunk_size is not None or fold is True:
+            raise ValueError("shortcut=True evaluates periods of raw inputs: encoded, fold=True "
+                             "and chunk_size do not apply")
+        if skip_periods is not None:
+            raise ValueError("skip_periods applies to weighted coding only")
+        return radix_shortcut(snn, inputs, num_steps, labels, early_decision, record_layers,
+                              model)
     _check_inputs(snn, inputs[0] if encoded and isinstance(inputs, Tensor) else inputs, labels)
     if encoded and num_steps not in (None, inputs.shape[0]):
         raise ValueError(f"num_steps={num_steps} but the encoded inputs have {len(inputs)} steps")
@@ -502,9 +574,7 @@ def simulate(
     if skip_periods is not None and (isinstance(skip_periods, bool)
                                      or not isinstance(skip_periods, int) or skip_periods < 0):
         raise ValueError(f"skip_periods must be an int >= 0, got {skip_periods!r}")
-    if early_decision is not None and (not isinstance(early_decision, (tuple, list))
-                                       or len(early_decision) != 2):
-        raise ValueError(f"early_decision must be (theta, T1), got {early_decision!r}")
+    _check_decision(early_decision)
     output = snn.output_neuron
     if skip_periods and not hasattr(output, "skip_periods"):
         raise ValueError(f"skip_periods applies to weighted coding only (coding={snn.coding!r})")
@@ -512,7 +582,7 @@ def simulate(
     if labels is not None:
         labels = labels.to(x.device)
     spikes_in = x if encoded else snn.encode(x, num_steps)
-    profile = profile_graph(snn.graph, spikes_in[0])
+    profile = _profile(snn, spikes_in[0])
     chunk = _choose_chunk(fold, chunk_size, profile.max_numel, spikes_in)
     modules, neuron_names = _watched_modules(snn)
     recorder = SpikeRecorder(modules, profile.fanout, neuron_names, keep_trains=record_layers)
@@ -549,4 +619,320 @@ def simulate(
         fanout={n: f for n, f in profile.fanout.items() if n in synops},
         ann_macs=None if model is None else ann_macs(model, _to_network(model, spikes_in[0, :1])),
         layer_trains=trains, decision=decision, folded=bool(chunk), chunk_size=max(chunk, 1),
+    )
+
+
+
+# --------------------------------------------------------------------------- radix shortcut
+
+
+def _radix_modules() -> tuple[type, type, type]:
+    from .neurons import RadixLeaky
+    from .radix_convert import Delay, RadixMaxPool2d
+
+    return RadixLeaky, RadixMaxPool2d, Delay
+
+
+def _prefixes(code: Tensor, powers: Tensor) -> Tensor:
+    """``code mod 2**(p + 1)`` for every step p: ``[T, *code.shape]``."""
+    return torch.remainder(code.unsqueeze(0), 2 * powers)
+
+
+def _bits(code: Tensor, powers: Tensor) -> Tensor:
+    """Bit p of ``code`` for every step p (the spikes of a radix train): ``[T, *code.shape]``."""
+    return torch.remainder(torch.floor(code.unsqueeze(0) / powers), 2)
+
+
+class _PeriodEvaluator:
+    """Evaluates a radix step graph one *period* at a time instead of one step at a time.
+
+    In period n a stateful node emits the bits (LSB first) of one integer code ``v(node, n)``:
+
+    * the input: ``v = quantize_code(x, T)`` in every period;
+    * a firing ``RadixLeaky``: ``v(n) = readout(bias + I(n - 1))`` with ``I`` the integer sum
+      ``sum_p 2**p cur_p`` its input layer computes from the codes of period n - 1 (``0`` in
+      period 0: a fresh membrane reads out 0); ``RadixMaxPool2d``: ``max_pool(I(n - 1))``;
+      ``Delay`` of m periods: ``v(n - m)`` of its input (zeros before); stateless nodes
+      (weights without bias, sum pools, ``Scale``, ``add``, ``Flatten``) are linear, so ``I`` is
+      the node applied to the codes (exact in float64 below 2**53);
+    * the output integrator at the end of period n holds ``bias + I(n)``.
+
+    A node of depth d (periods of latency between the input and it) is input-independent in
+    periods ``n < d`` (pipeline filling: only biases propagate; this needs the inputs of every
+    join to have one depth, which the converter's delays ensure: ``matched``) and constant from
+    period d on, so every node is evaluated once at batch B (period d) and at most d times at
+    batch 1; the input-independent values are cached on the network (:func:`radix_shortcut`).
+    """
+
+    def __init__(self, snn: nn.Module, code: Tensor) -> None:
+        self.graph: fx.GraphModule = snn.graph
+        self.bits = int(snn.num_bits)
+        self.code = code
+        self.batch = code.shape[0]
+        self.output = snn.output_neuron
+        self.powers = torch.exp2(torch.arange(self.bits, dtype=code.dtype, device=code.device))
+        self.memo: dict[tuple[fx.Node, int], Any] = {}
+        self.matched = True  # all inputs of every multi-input node have one depth
+        self.depth = self._depths()
+
+    def _module(self, node: fx.Node) -> nn.Module | None:
+        if node.op != "call_module":
+            return None
+        module = self.graph.get_submodule(node.target)
+        return module if is_stateful(module) else None
+
+    def _depths(self) -> dict[fx.Node, int]:
+        leaky, pool, delay = _radix_modules()
+        depth: dict[fx.Node, int] = {}
+        for node in self.graph.graph.nodes:
+            ins = {depth[n] for n in node.all_input_nodes if n.op != "get_attr"}
+            self.matched = self.matched and len(ins) <= 1
+            base = max(ins, default=0)
+            module = self._module(node)
+            if module is None or module is self.output:
+                depth[node] = base
+            elif isinstance(module, (leaky, pool)) and getattr(module, "fire_spikes", True):
+                depth[node] = base + 1
+            elif isinstance(module, delay) and module.num_steps % self.bits == 0:
+                depth[node] = base + module.num_steps // self.bits
+            else:
+                raise ValueError(f"radix shortcut: node {node.name!r} ({type(module).__name__}) "
+                                 "is not a RadixLeaky, RadixMaxPool2d or whole-period Delay")
+        return depth
+
+    def value(self, node: fx.Node, period: int) -> Any:
+        """``v(node, period)`` (batch 1 while the node is input-independent)."""
+        period = min(period, self.depth[node])
+        key = (node, period)
+        if key not in self.memo:
+            self.memo[key] = self._compute(node, period)
+        return self.memo[key]
+
+    def _zeros(self, node: fx.Node) -> Tensor:
+        return torch.zeros_like(self.value(node, self.depth[node])[:1])
+
+    def _lag(self, module: nn.Module) -> int:
+        return module.num_steps // self.bits
+
+    def _compute(self, node: fx.Node, period: int) -> Any:
+        if node.op == "placeholder":
+            return self.code
+        if node.op == "get_attr":
+            return _fetch(self.graph, node.target)
+        module = self._module(node)
+        if module is None:
+            args = fx.node.map_arg(node.args, lambda n: self.value(n, period))
+            kwargs = fx.node.map_arg(node.kwargs, lambda n: self.value(n, period))
+            return _apply(self.graph, node, args, kwargs)
+        source = node.args[0]
+        if module is self.output:
+            total = module.bias.to(self.code.dtype) + self.value(source, period)
+            return torch.zeros_like(total), total
+        _, pool, delay = _radix_modules()
+        if isinstance(module, delay):
+            lag = self._lag(module)
+            return self._zeros(node) if period < lag else self.value(source, period - lag)
+        if period == 0:
+            return self._zeros(node)
+        current = self.value(source, period - 1)
+        if isinstance(module, pool):
+            return module.pool(current)
+        return module.readout(module.bias.to(current.dtype) + current)
+
+    def per_step(self, node: fx.Node, period: int, transform) -> Tensor:
+        """``node`` at every step p of ``period``, ``[T, B, ...]``: every source code v feeding
+        it (through stateless nodes) replaced by ``transform(v, powers)[p]`` (T variants folded
+        into the batch, one call per node)."""
+        env: dict[fx.Node, Any] = {}
+
+        def visit(n: fx.Node) -> Any:
+            if n not in env:
+                if n.op == "placeholder" or self._module(n) is not None:
+                    v = self.value(n, period)
+                    v = transform(v.expand(self.batch, *v.shape[1:]), self.powers.view(
+                        -1, *([1] * v.dim())))
+                    env[n] = v.flatten(0, 1)
+                elif n.op == "get_attr":
+                    env[n] = self.value(n, period)
+                else:
+                    args = fx.node.map_arg(n.args, visit)
+                    kwargs = fx.node.map_arg(n.kwargs, visit)
+                    env[n] = _apply(self.graph, n, args, kwargs)
+            return env[n]
+
+        out = visit(node)
+        return out.view(self.bits, self.batch, *out.shape[1:])
+
+    def output_membranes(self, node: fx.Node, period: int) -> Tensor:
+        """Output integrator ``node``'s membrane after each step of ``period``, ``[T, B, C]``:
+        ``bias + sum_{q <= p} 2**q cur_q`` = its input layer on the codes mod ``2**(p + 1)``."""
+        current = self.per_step(node.args[0], period, _prefixes)
+        return self.output.bias.to(current.dtype) + current
+
+    def emitted(self, node: fx.Node, period: int) -> tuple[Callable[[int, int], Tensor], int]:
+        """What stateful ``node`` (or the input) emits at steps ``lo .. hi - 1`` of ``period``, as
+        a function of ``(lo, hi)`` returning ``[hi - lo, B', ...]``, and the number of elements
+        of one step: those bits of its code; a ``Delay`` re-emits its (stateless) input's
+        per-step values of ``m`` periods earlier (e.g. scaled spikes of an identity shortcut)."""
+        module = self._module(node)
+        _, _, delay = _radix_modules()
+        if isinstance(module, delay):
+            lag = self._lag(module)
+            if period < lag:
+                zeros = self._zeros(node)
+                return lambda lo, hi: zeros.unsqueeze(0).expand(hi - lo, *zeros.shape), 1
+            values = self.per_step(node.args[0], period - lag, _bits)
+            return lambda lo, hi: values[lo:hi], values[0].numel()
+        code = self.value(node, period)
+        powers = self.powers.view(-1, *([1] * code.dim()))
+        return lambda lo, hi: _bits(code, powers[lo:hi]), code.numel()
+
+    def canonical(self, node: fx.Node, period: int) -> int:
+        """The period whose values ``period``'s equal (values are constant from the depth on)."""
+        return min(period, self.depth[node])
+
+
+def _apply(graph: fx.GraphModule, node: fx.Node, args: tuple, kwargs: dict) -> Any:
+    """Run one stateless node on already evaluated arguments."""
+    if node.op == "call_module":
+        return graph.get_submodule(node.target)(*args, **kwargs)
+    if node.op == "call_function":
+        return node.target(*args, **kwargs)
+    if node.op == "call_method":
+        return getattr(args[0], node.target)(*args[1:], **kwargs)
+    raise ValueError(f"unexpected node {node.name!r} ({node.op}) in the step graph")
+
+
+def _count(emitted: tuple[Callable[[int, int], Tensor], int], steps: int, fan: Tensor | None,
+           keep: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Per step of a period: non-zero entries, ``sum_j [e_j != 0] fan_j`` (``[T, B']`` each)
+    and, with ``keep``, the emitted values ``[T, B', ...]`` (B' = 1 for input-independent
+    values); in blocks of steps of at most
+    ``CHUNK_BYTES`` of float64 (bounded memory, few calls)."""
+    counts, synops, trains = [], [], []
+    weight = None
+    if fan is not None:  # float32 is exact while the sum of the fan-outs stays below 2**24
+        dtype = torch.float32 if int(fan.sum()) < 2**24 else torch.float64
+        weight = fan.flatten().to(dtype=dtype)
+    get, numel = emitted
+    block = max(1, CHUNK_BYTES // (8 * max(numel, 1)))
+    for lo in range(0, steps, block):
+        value = get(lo, min(lo + block, steps))
+        mask = value.flatten(2).ne(0)
+        counts.append(mask.sum(2))
+        if weight is not None:
+            weight = weight.to(value.device)
+            synops.append((mask.to(weight.dtype) @ weight).round().long())
+        if keep:
+            trains.append(value)
+    return (torch.cat(counts), torch.cat(synops) if weight is not None else None,
+            torch.cat(trains) if keep else None)
+
+
+def _steps(parts: list[Tensor], num_steps: int) -> Tensor:
+    return torch.cat(parts)[:num_steps].contiguous()
+
+
+@torch.no_grad()
+def radix_shortcut(
+    snn: nn.Module,
+    inputs: Tensor,
+    num_steps: int | None = None,
+    labels: Tensor | None = None,
+    early_decision: tuple[float, int] | None = None,
+    record_layers: bool = False,
+    model: nn.Module | None = None,
+) -> SimulationResult:
+    """The exact result of ``simulate(snn, inputs, num_steps)`` for a radix SNN, per period.
+
+    A radix SNN equals its quantised twin bit for bit, so instead of ``num_steps`` steps of the
+    whole graph this evaluates the graph once per *period* on integer codes
+    (:class:`_PeriodEvaluator`: one pass at batch B plus input-independent batch-1 passes for
+    the pipeline filling). Spikes are the bits of the codes: a layer emitting code ``v`` in
+    period n spikes ``bit_p(v)`` at step ``n * T + p``, so spikes and SynOps per step, the
+    output membrane after every step, read-out, predictions, accuracy and early decisions are
+    identical to the simulation's (tests/test_speed_paths.py). Also available as
+    ``simulate(..., shortcut=True)``; never used unless asked for.
+
+    Args:
+        snn: a radix :class:`~snntorch_weighted.network.SpikingNetwork`.
+        inputs: values in ``[0, 1]``, ``[B, ...]``.
+        num_steps, labels, early_decision, record_layers, model: as :func:`simulate`.
+
+    Returns:
+        :class:`SimulationResult` with ``shortcut=True``.
+    """
+    _check_inputs(snn, inputs, labels)
+    _check_decision(early_decision)
+    if snn.coding != "radix":
+        raise ValueError(f"the shortcut is exact for radix networks only (coding={snn.coding!r})")
+    num_steps = _resolve_steps(snn, num_steps)
+    x = _to_network(snn, inputs)
+    if labels is not None:
+        labels = labels.to(x.device)
+    bits, batch = int(snn.num_bits), x.shape[0]
+    code = spikegen.quantize_code(x, bits).to(x.dtype if x.is_floating_point() else torch.float64)
+    profile = _profile(snn, x[:1])
+    evaluator = _PeriodEvaluator(snn, code)
+    modules, neuron_names = _watched_modules(snn)
+    nodes = {n.target: n for n in snn.graph.graph.nodes if n.op == "call_module"}
+    nodes[INPUT] = next(n for n in snn.graph.graph.nodes if n.op == "placeholder")
+    out_node = next(n for n in nodes.values() if n.op == "call_module"
+                    and snn.graph.get_submodule(n.target) is snn.output_neuron)
+    key = (_config_key(snn), tuple(x.shape[1:]), x.dtype, x.device, bits)
+    cached = snn.__dict__.get("_shortcut_cache")
+    known = cached[1] if cached is not None and cached[0] == key else {}
+    evaluator.memo.update(known.get("memo", {}))
+    mems: dict[int, Tensor] = dict(known.get("mems", {}))
+    counts: dict[str, dict[int, tuple]] = {  # cached counts carry no trains: recount those
+        name: {} if record_layers and name in neuron_names
+        else dict(known.get("counts", {}).get(name, {})) for name in [INPUT, *modules]}
+    periods = range(-(-num_steps // bits))
+    for period in periods:
+        if evaluator.canonical(out_node, period) not in mems:
+            mems[evaluator.canonical(out_node, period)] = evaluator.output_membranes(out_node,
+                                                                                     period)
+        for name, parts in counts.items():
+            node = nodes[name]
+            canonical = evaluator.canonical(node, period)
+            if canonical not in parts:
+                parts[canonical] = _count(evaluator.emitted(node, period), bits,
+                                          profile.fanout.get(name),
+                                          record_layers and name in neuron_names)
+    if evaluator.matched:  # keep the input-independent (pipeline filling) values
+        depth = evaluator.depth
+        snn.__dict__["_shortcut_cache"] = (key, {
+            "memo": {k: v for k, v in evaluator.memo.items() if k[1] < depth[k[0]]},
+            "mems": {k: v[:, :1] for k, v in mems.items() if k < depth[out_node]},
+            "counts": {name: {k: (c, syn, None) for k, (c, syn, _) in parts.items()
+                              if k < depth[nodes[name]]} for name, parts in counts.items()},
+        })
+
+    def per_step(name: str, i: int) -> Tensor | None:
+        node = nodes[name]
+        parts = [counts[name][evaluator.canonical(node, n)][i] for n in periods]
+        if parts[0] is None:
+            return None
+        return _steps([p.expand(-1, batch, *p.shape[2:]) for p in parts], num_steps)
+
+    mem = _steps([mems[evaluator.canonical(out_node, n)].expand(-1, batch, -1) for n in periods],
+                 num_steps)
+    readout = _readout(snn, mem)
+    spikes = {n: per_step(n, 0) for n in modules if n in neuron_names}
+    synops = {n: per_step(n, 1) for n in counts if n in profile.fanout}
+    trains = {n: per_step(n, 2) for n in modules if record_layers and n in neuron_names}
+    predictions = readout.argmax(-1)
+    return SimulationResult(
+        coding=snn.coding, num_steps=num_steps, mem=mem, readout=readout,
+        estimate=_estimates(snn, readout), predictions=predictions,
+        accuracy=None if labels is None else (predictions == labels).double().mean(1),
+        labels=labels, spikes=spikes, synops=synops,
+        input_spikes=per_step(INPUT, 0),
+        num_neurons={n: int(evaluator.value(nodes[n], 0)[0].numel()) for n in modules},
+        fanout={n: f for n, f in profile.fanout.items() if n in synops},
+        ann_macs=None if model is None else ann_macs(model, _to_network(model, x[:1])),
+        layer_trains=trains,
+        decision=None if early_decision is None else _decision.early_decision(readout,
+                                                                              *early_decision),
+        shortcut=True,
     )

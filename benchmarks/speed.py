@@ -1,0 +1,337 @@
+"""Speed of the simulation paths: step loop vs time-folded runner vs snntorch.Leaky, radix shortcut.
+
+For the CIFAR-10 Net4 CNN and ResNet-20 (random weights: speed does not depend on training;
+converted with random calibration data in [0, 1]) at batch 1 and 64 this measures, in one run on
+one machine:
+
+* (a) ``simulate(snn, x, T, fold=False)``: the converted weighted-spike net step by step;
+* (b) ``simulate(snn, x, T, fold="auto")``: the automatic choice (time-folded runner);
+* (c) the same architecture built from plain ``snntorch.Leaky`` IF neurons
+  (``convert(coding="rate")``: same layers, ``SpikeMaxPool2d``, same batch), stepped by the same
+  ``simulate(fold=False)``, so both carry the same counting hooks; and both nets' bare step loops
+  (``reset(net); for t: net(train[t])``, input train encoded beforehand, no hooks);
+* (d) one ANN forward pass at the same batch;
+* the radix SNN (T = 4, 8) simulated (``simulate``, default path) vs ``simulate(shortcut=True)``
+  (checked identical: membranes, per-layer spikes and SynOps per step);
+* peak memory of each path.
+
+Timing: one warm-up call, then ``--repeats`` rounds (at most 2 at batch > 1; radix at batch > 1:
+one) in which every path runs once (interleaved, so load changes hit all paths alike); the best
+round is reported. The ANN is timed as a loop of as many forwards as the SNN call has steps.
+Each timed call simulates ``min(T, cap)`` steps (``--max-steps``, default: all T at batch 1, 16
+at batch 64) and the reported rate is steps / second of that call (fixed per-call costs such as
+encoding included).
+
+Memory: on CPU, the rise of the process's peak resident set (``VmHWM`` after resetting it
+through ``/proc/self/clear_refs`` and trimming malloc's free lists) during one call, so memory
+the allocator already held is not counted; on CUDA ``torch.cuda.max_memory_allocated`` above the
+memory allocated before the call. Measured once per path after the timings (everything warm).
+
+Run::
+
+    python benchmarks/speed.py --threads 2            # full run (about 15 min on 2 cores)
+    python benchmarks/speed.py --threads 2 --quick    # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    Timer,
+    environment_line,
+    log,
+    markdown_table,
+    parse_args,
+    write_section,
+)
+
+from snntorch_weighted import models  # noqa: E402
+from snntorch_weighted.convert import convert  # noqa: E402
+from snntorch_weighted.reset import reset  # noqa: E402
+from snntorch_weighted.simulate import simulate  # noqa: E402
+
+MODELS: dict[str, Callable[[], nn.Module]] = {"Net4": models.net4, "ResNet-20": models.resnet20}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed rounds per configuration (default 3, --quick 2)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="cap on the steps of one timed call (default: T at batch 1, 16 at "
+                             "batch 64; --quick 8)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 64])
+    parser.add_argument("--steps", nargs="+", type=int, default=[8, 32, 128])
+    parser.add_argument("--radix-bits", nargs="+", type=int, default=[4, 8])
+    parser.add_argument("--radix-batches", nargs="+", type=int, default=None,
+                        help="batches of the radix comparison (default: --batches)")
+    parser.add_argument("--num-phases", type=int, default=8, help="K of the weighted code")
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def best_time(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device,
+              warm: bool = True) -> dict[str, float]:
+    """Best wall time of each function over ``repeats`` interleaved rounds (after a warm-up)."""
+    for fn in fns.values() if warm else ():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            with Timer(device) as t:
+                fn()
+            times[name].append(t.seconds)
+    return {name: min(ts) for name, ts in times.items()}
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
+    """Rise of peak memory during one call of ``fn`` (module docstring), MiB."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+        base = _rss_kib("VmRSS")
+    except OSError:
+        return float("nan")
+    fn()
+    return (_rss_kib("VmHWM") - base) / 1024
+
+
+# --------------------------------------------------------------------------- networks
+
+
+@dataclass
+class Nets:
+    ann: nn.Module
+    weighted: nn.Module
+    rate: nn.Module
+    radix: dict[int, nn.Module]
+
+
+def build(name: str, args: argparse.Namespace) -> Nets:
+    torch.manual_seed(args.seed)
+    ann = MODELS[name]().eval().to(args.device)
+    calib = torch.rand(64, 3, 32, 32, device=args.device)
+    weighted = convert(ann, calib, coding="weighted", num_phases=args.num_phases,
+                       progress=False)
+    rate = convert(ann, calib, coding="rate", progress=False)
+    radix = {bits: convert(ann, calib, coding="radix", num_bits=bits).to(args.device)
+             for bits in args.radix_bits}
+    return Nets(ann, weighted, rate, radix)
+
+
+def bare_loop(net: nn.Module, train: torch.Tensor) -> Callable[[], None]:
+    """``reset(net); for t: net(train[t])`` with no hooks (input encoded beforehand)."""
+
+    @torch.no_grad()
+    def run() -> None:
+        reset(net)
+        for t in range(train.shape[0]):
+            net(train[t])
+
+    return run
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def time_steps(nets: Nets, batch: int, steps: int, timed: int, args: argparse.Namespace
+               ) -> dict[str, float]:
+    """Seconds per step of every path for one (batch, T); ``timed`` steps per call."""
+    x = torch.rand(batch, 3, 32, 32, device=args.device)
+    w_train = nets.weighted.encode(x, timed)
+    r_train = nets.rate.encode(x, timed)
+
+    @torch.no_grad()
+    def ann_loop() -> None:  # as many forwards as timed steps: same call length as the others
+        for _ in range(timed):
+            nets.ann(x)
+
+    fns = {
+        "ann": ann_loop,
+        "loop": lambda: simulate(nets.weighted, x, timed, fold=False),
+        "auto": lambda: simulate(nets.weighted, x, timed, fold="auto"),
+        "leaky": lambda: simulate(nets.rate, x, timed, fold=False),
+        "bare_w": bare_loop(nets.weighted, w_train),
+        "bare_leaky": bare_loop(nets.rate, r_train),
+    }
+    seconds = best_time(fns, args.repeats if batch == 1 else min(args.repeats, 2), args.device)
+    per_step = {k: v / timed for k, v in seconds.items()}
+    chosen = simulate(nets.weighted, x, timed, fold="auto")
+    per_step["chunk"] = chosen.chunk_size if chosen.folded else 0
+    return per_step
+
+
+def check_identical(a, b) -> bool:
+    same = torch.equal(a.mem, b.mem) and torch.equal(a.input_spikes, b.input_spikes)
+    same = same and a.spikes.keys() == b.spikes.keys() and a.synops.keys() == b.synops.keys()
+    same = same and all(torch.equal(a.spikes[k], b.spikes[k]) for k in a.spikes)
+    return same and all(torch.equal(a.synops[k], b.synops[k]) for k in a.synops)
+
+
+def time_radix(snn: nn.Module, batch: int, args: argparse.Namespace) -> dict[str, float]:
+    x = torch.rand(batch, 3, 32, 32, device=args.device)
+    full = simulate(snn, x)  # also the warm-up of both paths
+    short = simulate(snn, x, shortcut=True)
+    reps = args.repeats if batch == 1 else 1
+    seconds = best_time({"sim": lambda: simulate(snn, x),
+                         "short": lambda: simulate(snn, x, shortcut=True)}, reps, args.device,
+                        warm=False)
+    return {**seconds, "steps": float(snn.latency), "identical": check_identical(full, short),
+            "folded": full.folded}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def fmt_rate(seconds: float) -> float:
+    return 1.0 / seconds
+
+
+def speed_table(rows: list[dict]) -> str:
+    headers = ["model", "batch", "T", "timed steps", "(a) loop steps/s", "(b) auto steps/s",
+               "auto chunk", "(c) snn.Leaky steps/s", "(d) ANN forwards/s", "auto / loop",
+               "weighted / Leaky (simulate)", "weighted / Leaky (bare loop)",
+               "loop step / ANN fwd", "bare step / ANN fwd"]
+    body = []
+    for r in rows:
+        body.append([
+            r["model"], r["batch"], r["T"], r["timed"], fmt_rate(r["loop"]), fmt_rate(r["auto"]),
+            int(r["chunk"]) or "loop", fmt_rate(r["leaky"]), fmt_rate(r["ann"]),
+            f"{r['loop'] / r['auto']:.2f}x faster", f"{r['loop'] / r['leaky']:.2f}",
+            f"{r['bare_w'] / r['bare_leaky']:.2f}", f"{r['loop'] / r['ann']:.2f}",
+            f"{r['bare_w'] / r['ann']:.2f}",
+        ])
+    return markdown_table(headers, body, "{:.1f}")
+
+
+def radix_table(rows: list[dict]) -> str:
+    headers = ["model", "T (bits)", "batch", "steps (latency)", "simulate s", "shortcut s",
+               "shortcut speed-up", "identical"]
+    body = [[r["model"], r["bits"], r["batch"], int(r["steps"]), f"{r['sim']:.3f}",
+             f"{r['short']:.4f}", f"{r['sim'] / r['short']:.0f}x",
+             "yes" if r["identical"] else "NO"] for r in rows]
+    return markdown_table(headers, body)
+
+
+def memory_table(rows: list[dict]) -> str:
+    headers = ["model", "batch", "T", "path", "peak memory rise (MiB)"]
+    body = [[r["model"], r["batch"], r["T"], r["path"], f"{r['mib']:.1f}"] for r in rows]
+    return markdown_table(headers, body)
+
+
+def section(args: argparse.Namespace, command: str, speed: list[dict], radix: list[dict],
+            memory: list[dict]) -> str:
+    mem_kind = ("torch.cuda.max_memory_allocated above the allocation before the call"
+                if args.device.type == "cuda" else
+                "rise of the process's peak RSS (VmHWM, reset via /proc/self/clear_refs after "
+                "malloc_trim) during one call")
+    return "\n\n".join([
+        "## Speed",
+        f"Command: `{command}`  \n{environment_line(args.device)}",
+        "Random weights (speed does not depend on training), converted with random calibration "
+        f"data in [0, 1]; weighted code K = {args.num_phases}. (a) `simulate(fold=False)`, "
+        "(b) `simulate(fold=\"auto\")`, (c) the same architecture with `snntorch.Leaky` IF "
+        "neurons (`convert(coding=\"rate\")`) through the same `simulate(fold=False)` (both with "
+        "the counting hooks); *bare loop*: `reset(net); for t: net(train[t])` without hooks for "
+        "both nets; (d) ANN forwards at the same batch, timed as a loop of as many forwards as "
+        "timed steps. Each timed call runs *timed steps* = min(T, cap) steps; best of "
+        f"{args.repeats} (batch > 1: at most 2) interleaved rounds after a warm-up. Ratios: "
+        "*auto / loop* = speed-up of the automatic choice; *weighted / Leaky* and "
+        "*step / ANN fwd* = time per step relative to the other (lower is better).",
+        speed_table(speed),
+        "### Radix shortcut (`simulate(shortcut=True)`) vs simulating `latency` steps "
+        "(`simulate`, default path)",
+        radix_table(radix),
+        f"### Peak memory ({mem_kind})",
+        memory_table(memory),
+    ])
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0], configure)
+    if args.repeats is None:
+        args.repeats = 2 if args.quick else 3
+    if args.quick:
+        args.models = args.models[:1] if args.models == list(MODELS) else args.models
+        args.steps = [8, 32]
+        args.radix_bits = args.radix_bits[:1]
+    args.radix_batches = args.radix_batches or args.batches
+    command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
+    speed, radix, memory = [], [], []
+    start = time.perf_counter()
+    for name in args.models:
+        log(f"[speed] building {name}")
+        nets = build(name, args)
+        for batch in args.batches:
+            for steps in args.steps:
+                cap = args.max_steps or (8 if args.quick else (steps if batch == 1 else 16))
+                timed = min(steps, cap)
+                log(f"[speed] {name} batch {batch} T {steps} ({timed} steps timed)")
+                row = time_steps(nets, batch, steps, timed, args)
+                speed.append({"model": name, "batch": batch, "T": steps, "timed": timed, **row})
+            for bits, snn in nets.radix.items() if batch in args.radix_batches else ():
+                log(f"[speed] {name} radix T={bits} batch {batch}")
+                radix.append({"model": name, "bits": bits, "batch": batch,
+                              **time_radix(snn, batch, args)})
+            memory += measure_memory(name, nets, batch, timed, args,
+                                     radix=batch in args.radix_batches)
+    log(f"[speed] done in {time.perf_counter() - start:.0f} s")
+    text = section(args, command, speed, radix, memory)
+    print(text)
+    write_section(args.output, "speed", text)
+
+
+def measure_memory(name: str, nets: Nets, batch: int, steps: int, args: argparse.Namespace,
+                   radix: bool) -> list[dict]:
+    x = torch.rand(batch, 3, 32, 32, device=args.device)
+    bits = max(nets.radix) if nets.radix and radix else None
+    paths: dict[str, Callable[[], object]] = {
+        "(a) loop": lambda: simulate(nets.weighted, x, steps, fold=False),
+        "(b) auto": lambda: simulate(nets.weighted, x, steps, fold="auto"),
+        "(c) snn.Leaky": lambda: simulate(nets.rate, x, steps, fold=False),
+        "(d) ANN forward": lambda: torch.no_grad()(nets.ann)(x),
+    }
+    if bits is not None:
+        paths[f"radix T={bits} simulate"] = lambda: simulate(nets.radix[bits], x)
+        paths[f"radix T={bits} shortcut"] = lambda: simulate(nets.radix[bits], x, shortcut=True)
+    rows = []
+    for path, fn in paths.items():  # all warmed by the timings before
+        rows.append({"model": name, "batch": batch, "T": steps, "path": path,
+                     "mib": peak_memory_mib(fn, args.device)})
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Fast paths give the step loop's results: the radix shortcut and the time-folded runner.
+
+The radix shortcut (``simulate(..., shortcut=True)`` / ``radix_shortcut``) is compared with the
+full step-by-step simulation field by field (output membranes after every step, per-layer spikes
+and SynOps per step and sample, input spikes, predictions, early decisions), and its per-layer
+spike counts with the popcounts of an independent integer reference (tests/test_quant_reference).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_quant_reference import MODELS, randomise
+from torch import nn
+
+from snntorch_weighted import quant
+from snntorch_weighted.convert import convert
+from snntorch_weighted.radix_convert import convert_radix
+from snntorch_weighted.simulate import radix_shortcut, simulate
+
+
+def radix_snn(name: str, seed: int, num_bits: int):
+    """A converted radix SNN of a random tiny model (mlp, cnn with max pool, residual net)."""
+    make, reference = MODELS[name]
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(4, 1, 8, 8, generator=g)
+    x[0] = 1.0  # the top code (saturation) is exercised
+    prepared = quant.prepare(randomise(make(), seed), num_bits=num_bits, calibration_data=x[:3])
+    snn = convert_radix(prepared)
+    return snn, quant.twin(prepared).double(), reference, x
+
+
+def assert_same(short, full) -> None:
+    assert short.shortcut and not full.shortcut
+    assert short.num_steps == full.num_steps
+    for field in ("mem", "readout", "estimate", "predictions", "input_spikes"):
+        assert torch.equal(getattr(short, field), getattr(full, field)), field
+    assert short.spikes.keys() == full.spikes.keys()
+    for name in full.spikes:
+        assert torch.equal(short.spikes[name], full.spikes[name]), name
+    assert short.synops.keys() == full.synops.keys()
+    for name in full.synops:
+        assert torch.equal(short.synops[name], full.synops[name]), name
+    assert short.num_neurons == full.num_neurons
+    assert torch.equal(short.total_synops, full.total_synops)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize(("seed", "num_bits", "extra"),
+                         [(0, 1, 0), (1, 3, -2), (2, 4, 5), (3, 8, 0)])
+def test_shortcut_equals_simulation(name: str, seed: int, num_bits: int, extra: int) -> None:
+    snn, _, _, x = radix_snn(name, seed, num_bits)
+    steps = max(snn.latency + extra, 1)  # also shorter than the latency and partial periods
+    full = simulate(snn, x, steps, fold=False)
+    assert_same(simulate(snn, x, steps, shortcut=True), full)
+    assert_same(radix_shortcut(snn, x, steps), simulate(snn, x, steps, fold=True, chunk_size=5))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_shortcut_spike_counts_are_popcounts(name: str) -> None:
+    """In the period a layer carries the input's codes, its spikes are their popcounts."""
+    num_bits = 4
+    snn, twin, reference, x = radix_snn(name, 7, num_bits)
+    codes = reference(quant.integer_params(twin), x, num_bits)
+    result = radix_shortcut(snn, x)
+    assert set(result.spikes) == set(codes) - {"input_quant", "output_quant"}
+    for layer, spikes in result.spikes.items():
+        period = snn.periods[layer]
+        counted = spikes[period * num_bits:(period + 1) * num_bits].sum(0)
+        code = codes[layer].long().flatten(1)
+        popcount = sum(((code >> p) & 1).sum(1) for p in range(num_bits))
+        assert torch.equal(counted, popcount), layer
+    logits = snn.decode(result.readout[-1], result.num_steps)
+    assert torch.equal(logits, twin(x.double()))
+
+
+def test_shortcut_labels_decision_trains_and_errors() -> None:
+    snn, _, _, x = radix_snn("cnn", 3, 3)
+    labels = torch.arange(x.shape[0]) % 10
+    kw = dict(labels=labels, early_decision=(0.0, 1), record_layers=True)
+    full = simulate(snn, x, snn.latency + 3, fold=False, **kw)
+    short = simulate(snn, x, snn.latency + 3, shortcut=True, **kw)
+    assert torch.equal(short.accuracy, full.accuracy)
+    assert torch.equal(short.decision.time, full.decision.time)
+    assert torch.equal(short.decision.decision, full.decision.decision)
+    assert short.layer_trains.keys() == full.layer_trains.keys()
+    for name, train in full.layer_trains.items():
+        assert torch.equal(short.layer_trains[name], train), name
+    with pytest.raises(ValueError, match="radix"):
+        radix_shortcut(convert(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), x,
+                               progress=False), x, 4)
+    with pytest.raises(ValueError, match="shortcut"):
+        simulate(snn, snn.encode(x.double(), 6), shortcut=True, encoded=True)
+
+
+def test_folded_equals_loop_on_a_small_cnn() -> None:
+    """Folded == loop on a weighted CNN with max pooling; weights rounded to multiples of 2**-8,
+    so every sum is exact in float32 and the comparison is bit for bit on any BLAS."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 16, 10)).eval()
+    x = torch.rand(5, 1, 8, 8)
+    snn = convert(model, x, num_phases=4, progress=False)
+    with torch.no_grad():
+        for module in snn.graph.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                for param in module.parameters():
+                    param.copy_(torch.round(param * 2**8) / 2**8)
+    loop = simulate(snn, x, 24, fold=False)
+    for chunk in (None, 3, 24):
+        folded = simulate(snn, x, 24, fold=True, chunk_size=chunk)
+        assert folded.folded
+        assert torch.equal(folded.mem, loop.mem)
+        for name, spikes in loop.spikes.items():
+            assert torch.equal(folded.spikes[name], spikes), name
+
+
+def test_shortcut_cache_follows_the_weights() -> None:
+    """The cached pipeline-filling values are dropped when a bias or a weight changes in place."""
+    snn, _, _, x = radix_snn("resnet", 5, 3)
+    assert_same(radix_shortcut(snn, x), simulate(snn, x, fold=False))
+    neuron = snn.neurons()[-1][1]
+    with torch.no_grad():
+        neuron.bias.add_(5.0)  # shows in the pipeline filling: deeper layers see new codes
+        next(snn.graph.parameters()).mul_(-1)
+    assert_same(radix_shortcut(snn, x[:2]), simulate(snn, x[:2], fold=False))
