@@ -32,12 +32,10 @@ Run (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +44,23 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _accuracy import (  # noqa: E402
+    command_line,
+    curve_rows,
+    decision_rows,
+    net_plots,
+    pct,
+    radix_benchmark,
+    ratio_rows,
+    reach,
+    reach_rows,
+    run_snn,
+    save_json,
+    train_or_load,
+)
 from _common import (  # noqa: E402
     Timer,
     environment_line,
-    load_or_train,
     log,
     markdown_table,
     parse_args,
@@ -57,21 +68,18 @@ from _common import (  # noqa: E402
 )
 from plots import (  # noqa: E402
     RESULTS_DIR,
-    plot_accuracy_vs_steps,
     plot_radix_accuracy_vs_bits,
-    plot_spikes_vs_accuracy,
     relative_link,
 )
 
-from snntorch_weighted import models, quant  # noqa: E402
+from snntorch_weighted import models  # noqa: E402
 from snntorch_weighted.convert import convert  # noqa: E402
 from snntorch_weighted.data import as_tensors, load_cifar10, subset  # noqa: E402
-from snntorch_weighted.decision import early_decision, gather_at_time  # noqa: E402
-from snntorch_weighted.metrics import ann_macs, steps_to_accuracy  # noqa: E402
-from snntorch_weighted.simulate import simulate  # noqa: E402
-from snntorch_weighted.train import evaluate, train_ann  # noqa: E402
+from snntorch_weighted.metrics import ann_macs  # noqa: E402
+from snntorch_weighted.train import evaluate  # noqa: E402
 
 SECTION = "cifar10"
+SCRIPT = "benchmarks/cifar10.py"  # for the command line in the report
 NETS: dict[str, Callable[[], nn.Module]] = {"net4": models.net4, "resnet20": models.resnet20}
 TOLERANCES = (0.01, 0.001)  # 1 %p and 0.1 %p below the ANN's accuracy
 NUM_PHASES = 8
@@ -145,120 +153,7 @@ def train_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "augment": "cifar", "weight_decay": 5e-4, "seed": args.seed}  # fmt: skip
 
 
-def train_or_load(name: str, args: argparse.Namespace, train_set) -> tuple[nn.Module, dict]:
-    """The trained ANN ``name`` (from the checkpoint cache when possible) and its training info."""
-    config = train_config(name, args)
-    torch.manual_seed(args.seed)
-    model = NETS[name]()
-
-    def train(m: nn.Module) -> dict[str, Any]:
-        start = time.perf_counter()
-        history = train_ann(
-            m, train_set, epochs=args.epochs, lr=TRAIN_LR, batch_size=128, device=args.device,
-            augment="cifar", seed=args.seed, progress=False,
-        )  # fmt: skip
-        return {"history": history.as_dict(), "train_seconds": time.perf_counter() - start}
-
-    model, info, cached = load_or_train(
-        model, f"cifar10-{name}", config, train, args.cache_dir, args.retrain
-    )
-    info["cached"] = cached
-    info["checkpoint_config"] = config
-    return model, info
-
-
 # --------------------------------------------------------------------------- weighted vs rate
-
-
-@dataclass
-class Run:
-    """One SNN configuration simulated on the SNN test subset (batches concatenated)."""
-
-    label: str
-    steps: int
-    accuracy: Tensor  # [T] fraction correct per step
-    spikes: Tensor  # [T, N] hidden-neuron spikes per step and sample (input excluded)
-    synops: Tensor  # [T, N] synaptic operations per step and sample (input included)
-    readout: Tensor  # [T, N, C] output membranes (for the early decision)
-    seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def cum_spikes(self) -> Tensor:
-        """Mean hidden spikes per image up to each step, ``[T]``."""
-        return self.spikes.double().mean(1).cumsum(0)
-
-    def cum_synops(self) -> Tensor:
-        """Mean SynOps per image up to each step, ``[T]``."""
-        return self.synops.double().mean(1).cumsum(0)
-
-
-def run_snn(
-    label: str, snn: nn.Module, x: Tensor, y: Tensor, steps: int, batch: int, **kw: Any
-) -> Run:
-    """``simulate`` over ``x`` in batches of ``batch`` images; curves are over all images."""
-    correct, spikes, synops, readout = [], [], [], []
-    with Timer() as timer:
-        for start in range(0, x.shape[0], batch):
-            xb, yb = x[start : start + batch], y[start : start + batch]
-            res = simulate(snn, xb, steps, labels=yb, fold="auto", **kw)
-            correct.append((res.predictions == res.labels).sum(1).double())
-            spikes.append(res.spikes_per_step.cpu())
-            synops.append(res.synops_per_step.cpu())
-            readout.append(res.readout.float().cpu())
-    accuracy = torch.stack(correct).sum(0) / x.shape[0]
-    log(f"  {label}: {steps} steps on {x.shape[0]} images in {timer.seconds:.1f} s, "
-        f"final acc {float(accuracy[-1]):.4f}")  # fmt: skip
-    return Run(label, steps, accuracy.cpu(), torch.cat(spikes, 1), torch.cat(synops, 1),
-               torch.cat(readout, 1), timer.seconds)  # fmt: skip
-
-
-@dataclass
-class Reach:
-    """When a run reaches ``ANN - tolerance`` (``step`` None: not within its window)."""
-
-    step: int | None
-    spikes: float | None  # hidden spikes per image up to ``step``
-    window: int  # the run's simulated steps
-    window_spikes: float  # hidden spikes per image over the whole window
-
-
-def reach(run: Run, target: float) -> Reach:
-    """Steps (accuracy stays >= target until the window's end) and spikes up to them."""
-    step = steps_to_accuracy(run.accuracy, target)
-    cum = run.cum_spikes()
-    spikes = None if step is None else float(cum[step - 1])
-    return Reach(step, spikes, run.steps, float(cum[-1]))
-
-
-def ratio(rate: Reach, weighted: Reach, kind: str) -> str:
-    """rate / weighted steps or spikes; a lower bound ``>`` when rate never got there."""
-    if weighted.step is None:
-        return "-"
-    if kind == "steps":
-        num, den, bound = rate.step, weighted.step, rate.window
-    else:
-        num, den, bound = rate.spikes, weighted.spikes, rate.window_spikes
-    if not den:
-        return "-"
-    if num is None:
-        return f"> {bound / den:.1f}x"
-    return f"{num / den:.1f}x"
-
-
-def decision_rows(run: Run, y: Tensor, thetas: Sequence[float], start: int) -> list[list[Any]]:
-    """Kim Algorithm 1 on a run's recorded membranes for several thetas (Fig. 12 trade-off)."""
-    full_spikes = float(run.cum_spikes()[-1])
-    rows = []
-    for theta in thetas:
-        dec = early_decision(run.readout, float(theta), start_step=start)
-        acc = float((dec.decision == y).double().mean())
-        spk = float(gather_at_time(run.spikes, dec.time).double().mean())
-        rows.append([theta, f"{100 * acc:.2f}", float(dec.mean_time()), int(dec.time.max()),
-                     f"{100 * float(dec.decided.double().mean()):.1f}", spk,
-                     f"{100 * (1 - spk / full_spikes):.0f}"])  # fmt: skip
-    rows.append(["none (all steps)", f"{100 * float(run.accuracy[-1]):.2f}", float(run.steps),
-                 run.steps, "-", full_spikes, "0"])  # fmt: skip
-    return rows
 
 
 def weighted_setting(name: str, args: argparse.Namespace) -> tuple[int, int]:
@@ -292,143 +187,20 @@ def coding_benchmark(name: str, model: nn.Module, args, calib: Tensor, x: Tensor
             "t1": t1, "steps": steps}  # fmt: skip
 
 
-# --------------------------------------------------------------------------- radix
-
-
-def radix_benchmark(name: str, model: nn.Module, args, calib: Tensor, ft_set,
-                    test: tuple[Tensor, Tensor], float_acc: float, ann_key: str
-                    ) -> list[dict[str, Any]]:  # fmt: skip
-    """Prepare + fine-tune + convert for each T; accuracies, bit-exactness, operation counts."""
-    x, y = test
-    macs = ann_macs(model, x[:1])
-    n_exact = args.exact_size_deep if name == "resnet20" else args.exact_size
-    rows = []
-    for bits in args.bits:
-        prepared = quant.prepare(copy.deepcopy(model), num_bits=bits, calibration_data=calib)
-        ptq_acc = evaluate(prepared, test)
-        config = {"ann": ann_key, "bits": bits, "samples": args.finetune_size, "epochs": 1,
-                  "lr": FINETUNE_LR, "seed": args.seed}  # fmt: skip
-
-        def finetune(m: nn.Module) -> dict[str, Any]:
-            start = time.perf_counter()
-            hist = quant.finetune(m, ft_set, epochs=1, lr=FINETUNE_LR, device=args.device,
-                                  progress=False, seed=args.seed)  # fmt: skip
-            return {"history": hist, "seconds": time.perf_counter() - start}
-
-        prepared, info, cached = load_or_train(
-            prepared, f"cifar10-{name}-radix{bits}", config, finetune, args.cache_dir,
-            args.retrain,
-        )  # fmt: skip
-        qat_acc = evaluate(prepared, test)
-        row = {"net": name, "bits": bits, "ptq_accuracy": ptq_acc, "accuracy": qat_acc,
-               "finetune_seconds": info.get("seconds"), "cached": cached,
-               "float_accuracy": float_acc}  # fmt: skip
-        row.update(radix_exactness(prepared, x[:n_exact], y[:n_exact], macs))
-        log(f"[{name}] radix T={bits}: PTQ {ptq_acc:.4f}, fine-tuned {qat_acc:.4f}, "
-            f"bit-exact {row['agreement']:.4f} ({row['sim_seconds']:.0f} s)")  # fmt: skip
-        rows.append(row)
-    return rows
-
-
-def radix_exactness(prepared: nn.Module, x: Tensor, y: Tensor, macs: int) -> dict[str, Any]:
-    """Convert ``prepared`` to a radix SNN, compare its output integers with the twin's on ``x``.
-
-    Operation counts are per image for one pipelined period (the SNN's last period, when every
-    spike source carries the codes of the image): measured event-driven SynOps and spikes, and
-    Wang et al. eq. 24 ``sum N*M*T`` (every synapse once per time step) = ANN MACs x T.
-    """
-    twin = quant.twin(prepared)
-    bits = twin.get_submodule("input_quant").num_bits
-    snn = convert(prepared, None, coding="radix", num_bits=bits)
-    with Timer() as timer:
-        res = simulate(snn, x, labels=y, fold="auto")  # num_steps = latency
-    snn_int = res.readout[-1].round().long()
-    exact_twin = copy.deepcopy(twin).double().eval()
-    twin_int = quant.integer_activations(exact_twin, x.double())["output_quant"]
-    agree = (snn_int == twin_int.to(snn_int.device)).all(1).double().mean()
-    last = slice(res.num_steps - bits, res.num_steps)
-    return {
-        "latency": int(snn.latency),
-        "agreement": float(agree),
-        "snn_images": int(x.shape[0]),
-        "snn_accuracy": float(res.accuracy[-1]),
-        "twin_accuracy_same_images": float((twin_int.argmax(1).cpu() == y.cpu()).double().mean()),
-        "spikes_per_period": float(res.spikes_per_step[last].sum(0).double().mean()),
-        "synops_per_period": float(res.synops_per_step[last].sum(0).double().mean()),
-        "eq24_ops": macs * bits,
-        "ann_macs": macs,
-        "sim_seconds": timer.seconds,
-    }
-
-
 # --------------------------------------------------------------------------- report
+
 
 CHECKPOINTS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 
-def pct(value: float | None) -> str | None:
-    """A fraction as a percentage string with two decimals."""
-    return None if value is None else f"{100 * value:.2f}"
-
-
-def curve_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[Any]]]:
-    """Accuracy (%) of every run at a few step counts (``-`` beyond a run's window)."""
-    longest = max(r.steps for r in runs)
-    steps = [s for s in CHECKPOINTS if s <= longest]
-    rows = [[r.label] + [pct(float(r.accuracy[s - 1])) if s <= r.steps else None for s in steps]
-            for r in runs]  # fmt: skip
-    return ["SNN \\ steps"] + [str(s) for s in steps], rows
-
-
-def reach_rows(res: dict[str, Any]) -> list[list[Any]]:
-    """One row per run: final accuracy, steps / spikes to ANN - 1 %p and - 0.1 %p."""
-    rows = []
-    for run in res["runs"]:
-        row: list[Any] = [run.label, pct(float(run.accuracy[-1]))]
-        for tol in TOLERANCES:
-            r = res["found"][(run.label, tol)]
-            row += [
-                r.step if r.step is not None else f"> {r.window}",
-                r.spikes if r.spikes is not None else f"> {r.window_spikes:.4g}",
-            ]
-        rows.append(row)
-    return rows
-
-
-def ratio_row(res: dict[str, Any]) -> list[Any]:
-    """Kim Table 2: rate / weighted latency and spikes at both tolerances."""
-    row: list[Any] = [res["w_label"]]
-    for kind in ("steps", "spikes"):
-        for tol in TOLERANCES:
-            row.append(ratio(res["found"][("rate", tol)], res["found"][(res["w_label"], tol)],
-                             kind))  # fmt: skip
-    return row
-
-
-def net_plots(name: str, res: dict[str, Any], ann_acc: float, tag: str) -> tuple[Path, Path]:
-    """Accuracy-vs-steps and spikes-vs-accuracy PNGs of one network."""
-    runs: list[Run] = res["runs"]
-    curves = {r.label: (list(range(1, r.steps + 1)), r.accuracy.tolist()) for r in runs}
-    acc_png = plot_accuracy_vs_steps(
-        curves, ann_acc, RESULTS_DIR / f"cifar10_{name}_accuracy{tag}.png",
-        title=f"CIFAR-10 {name}: SNN accuracy vs time steps",
-    )  # fmt: skip
-    points = {r.label: (r.cum_spikes().tolist(), r.accuracy.tolist()) for r in runs}
-    dec = [row for row in res["decisions"] if not isinstance(row[0], str)]
-    points[f"early decision ({res['w_label']})"] = (
-        [row[5] for row in dec], [float(row[1]) / 100 for row in dec])  # fmt: skip
-    spk_png = plot_spikes_vs_accuracy(
-        points, RESULTS_DIR / f"cifar10_{name}_spikes{tag}.png", ann_acc=ann_acc,
-        title=f"CIFAR-10 {name}: accuracy vs hidden spikes per image",
-    )  # fmt: skip
-    return acc_png, spk_png
-
-
 def net_section(name: str, ann: dict[str, Any], res: dict[str, Any], args, tag: str) -> str:
     """Markdown for the weighted / rate part of one network."""
-    acc_png, spk_png = net_plots(name, res, ann["snn_subset_acc"], tag)
+    acc_png, spk_png = net_plots(
+        f"cifar10_{name}", f"CIFAR-10 {name}", tag, res["runs"], res["decisions"],
+        f"early decision ({res['w_label']})", ann["snn_subset_acc"],
+    )  # fmt: skip
     link = lambda p: relative_link(p, args.output)  # noqa: E731
-    head, rows = curve_rows(res["runs"])
+    head, rows = curve_rows(res["runs"], CHECKPOINTS)
     reach_head = ["SNN", "acc at last step (%)", "steps to ANN-1%p", "spikes/img at 1%p",
                   "steps to ANN-0.1%p", "spikes/img at 0.1%p"]  # fmt: skip
     ratio_head = ["weighted SNN", "latency red. 1%p", "latency red. 0.1%p",
@@ -447,11 +219,11 @@ def net_section(name: str, ann: dict[str, Any], res: dict[str, Any], args, tag: 
         "accuracy on the same images minus 1 / 0.1 %p and stays there for the rest of the "
         "window (`> N`: not within the N simulated steps; the spike entry is then the count "
         "over the whole window):",
-        markdown_table(reach_head, reach_rows(res), "{:.4g}"),
+        markdown_table(reach_head, reach_rows(res["runs"], res["found"], TOLERANCES), "{:.4g}"),
         "Reduction of latency and spikes by weighted spikes relative to rate coding "
         "(rate / weighted, Kim et al. Table 2 style; `> r`: rate coding did not reach the target "
         "within its window, r is the lower bound from the window length / spikes):",
-        markdown_table(ratio_head, [ratio_row(res)]),
+        markdown_table(ratio_head, ratio_rows(res["found"], [res["w_label"]], TOLERANCES)),
         f"Early decision (Kim et al. Algorithm 1 / Fig. 12) on the weighted run, "
         f"T1 = {res['t1']}, T2 = {res['steps']}; spikes counted up "
         "to each image's decision step:",
@@ -570,26 +342,6 @@ def comparison_text(nets: dict[str, dict[str, Any]], anns: dict[str, dict[str, A
 # --------------------------------------------------------------------------- main
 
 
-def command_line(argv: Sequence[str]) -> str:
-    """The command as it was typed (relative to the repository root)."""
-    return " ".join(["python", "benchmarks/cifar10.py", *argv])
-
-
-def save_json(anns: dict, nets: dict, radix: list, path: Path) -> None:
-    """Raw numbers (curves included) for later analysis."""
-    out = {"ann": anns,
-           "coding": {n: {"runs": [{"label": r.label, "steps": r.steps, "seconds": r.seconds,
-                                    "accuracy": r.accuracy.tolist(),
-                                    "cum_spikes": r.cum_spikes().tolist(),
-                                    "cum_synops": r.cum_synops().tolist()}
-                                   for r in res["coding"]["runs"]],
-                          "decisions": res["coding"]["decisions"]}
-                      for n, res in nets.items()},
-           "radix": radix}  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, default=float))
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark and rewrite the ``cifar10`` section of BENCHMARKS.md."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -606,7 +358,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     nets: dict[str, dict[str, Any]] = {}
     radix: list[dict[str, Any]] = []
     for name in args.nets:
-        model, info = train_or_load(name, args, train_set)
+        model, info = train_or_load(NETS[name], f"cifar10-{name}", train_config(name, args),
+                                    train_set, args, augment="cifar")  # fmt: skip
         anns[name] = {"info": info, "test_acc": evaluate(model, (x, y)),
                       "snn_subset_acc": evaluate(model, (xs, ys)),
                       "macs": ann_macs(model, x[:1])}  # fmt: skip
@@ -615,13 +368,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         coding = coding_benchmark(name, model, args, calib, xs, ys, anns[name]["snn_subset_acc"])
         nets[name] = {"coding": coding}
         ann_key = json.dumps(info["checkpoint_config"], sort_keys=True)
-        radix += radix_benchmark(name, model, args, calib, ft_set, (x, y),
-                                 anns[name]["test_acc"], ann_key)  # fmt: skip
+        n_exact = args.exact_size_deep if name == "resnet20" else args.exact_size
+        data = {"calib": calib, "ft_set": ft_set, "test": (x, y),
+                "exact": (x[:n_exact], y[:n_exact])}  # fmt: skip
+        radix += radix_benchmark(name, model, args, data, anns[name]["test_acc"],
+                                 (ann_key, "cifar10"), (args.finetune_size, 1),
+                                 FINETUNE_LR)  # fmt: skip
     minutes = (time.perf_counter() - started) / 60
     body = [
         "## CIFAR-10: Net4 and ResNet-20 (weighted vs rate) and radix T = "
         + ", ".join(map(str, args.bits)),
-        f"Command: `{command_line(argv)}` — total run time {minutes:.1f} min"
+        f"Command: `{command_line(SCRIPT, argv)}` — total run time {minutes:.1f} min"
         + (" (**--quick smoke run: small subsets, few steps**)" if args.quick else "")
         + (
             ""

@@ -29,12 +29,10 @@ Run (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +41,23 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _accuracy import (  # noqa: E402
+    command_line,
+    curve_rows,
+    decision_rows,
+    net_plots,
+    pct,
+    radix_benchmark,
+    ratio_rows,
+    reach,
+    reach_rows,
+    run_snn,
+    save_json,
+    train_or_load,
+)
 from _common import (  # noqa: E402
     Timer,
     environment_line,
-    load_or_train,
     log,
     markdown_table,
     parse_args,
@@ -54,21 +65,18 @@ from _common import (  # noqa: E402
 )
 from plots import (  # noqa: E402
     RESULTS_DIR,
-    plot_accuracy_vs_steps,
     plot_radix_accuracy_vs_bits,
-    plot_spikes_vs_accuracy,
     relative_link,
 )
 
-from snntorch_weighted import models, quant  # noqa: E402
+from snntorch_weighted import models  # noqa: E402
 from snntorch_weighted.convert import convert  # noqa: E402
 from snntorch_weighted.data import as_tensors, load_fashion_mnist, subset  # noqa: E402
-from snntorch_weighted.decision import early_decision, gather_at_time  # noqa: E402
-from snntorch_weighted.metrics import ann_macs, steps_to_accuracy  # noqa: E402
-from snntorch_weighted.simulate import simulate  # noqa: E402
-from snntorch_weighted.train import evaluate, train_ann  # noqa: E402
+from snntorch_weighted.metrics import ann_macs  # noqa: E402
+from snntorch_weighted.train import evaluate  # noqa: E402
 
 SECTION = "fashion_mnist"
+SCRIPT = "benchmarks/fashion_mnist.py"  # for the command line in the report
 NETS: dict[str, Callable[[], nn.Module]] = {"net1": models.net1, "net2": models.net2}
 TOLERANCES = (0.001, 0.01)  # 0.1 %p and 1 %p below the ANN's accuracy
 FINETUNE_LR = 5e-4
@@ -124,125 +132,13 @@ def apply_defaults(args: argparse.Namespace) -> argparse.Namespace:
 # --------------------------------------------------------------------------- ANN
 
 
-def train_or_load(name: str, args: argparse.Namespace, train_set) -> tuple[nn.Module, dict]:
-    """The trained ANN ``name`` (from the checkpoint cache when possible) and its training info."""
-    config = {"dataset": "fashion_mnist", "net": name, "epochs": args.epochs, "lr": 0.05,
-              "batch_size": 128, "optimizer": "sgd", "seed": args.seed}  # fmt: skip
-    torch.manual_seed(args.seed)
-    model = NETS[name]()
-
-    def train(m: nn.Module) -> dict[str, Any]:
-        start = time.perf_counter()
-        history = train_ann(
-            m, train_set, epochs=args.epochs, lr=0.05, batch_size=128, device=args.device,
-            seed=args.seed, progress=False,
-        )  # fmt: skip
-        return {"history": history.as_dict(), "train_seconds": time.perf_counter() - start}
-
-    model, info, cached = load_or_train(
-        model, f"fmnist-{name}", config, train, args.cache_dir, args.retrain
-    )
-    info["cached"] = cached
-    info["checkpoint_config"] = config
-    return model, info
+def train_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Everything that determines the trained weights (the checkpoint cache key)."""
+    return {"dataset": "fashion_mnist", "net": name, "epochs": args.epochs, "lr": 0.05,
+            "batch_size": 128, "optimizer": "sgd", "seed": args.seed}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- simulation
-
-
-@dataclass
-class Run:
-    """One SNN configuration simulated on the test subset (batches concatenated)."""
-
-    label: str
-    steps: int
-    accuracy: Tensor  # [T] fraction correct per step
-    spikes: Tensor  # [T, N] hidden-neuron spikes per step and sample (input excluded)
-    synops: Tensor  # [T, N] synaptic operations per step and sample (input included)
-    readout: Tensor  # [T, N, C] output membranes (for the early decision)
-    seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def cum_spikes(self) -> Tensor:
-        """Mean hidden spikes per image up to each step, ``[T]``."""
-        return self.spikes.double().mean(1).cumsum(0)
-
-    def cum_synops(self) -> Tensor:
-        """Mean SynOps per image up to each step, ``[T]``."""
-        return self.synops.double().mean(1).cumsum(0)
-
-
-def run_snn(
-    label: str, snn: nn.Module, x: Tensor, y: Tensor, steps: int, batch: int, **kw: Any
-) -> Run:
-    """``simulate`` over ``x`` in batches of ``batch`` images; curves are over all images."""
-    correct, spikes, synops, readout = [], [], [], []
-    with Timer() as timer:
-        for start in range(0, x.shape[0], batch):
-            xb, yb = x[start : start + batch], y[start : start + batch]
-            res = simulate(snn, xb, steps, labels=yb, fold="auto", **kw)
-            correct.append((res.predictions == res.labels).sum(1).double())
-            spikes.append(res.spikes_per_step.cpu())
-            synops.append(res.synops_per_step.cpu())
-            readout.append(res.readout.float().cpu())
-    accuracy = torch.stack(correct).sum(0) / x.shape[0]
-    log(f"  {label}: {steps} steps on {x.shape[0]} images in {timer.seconds:.1f} s, "
-        f"final acc {float(accuracy[-1]):.4f}")  # fmt: skip
-    return Run(label, steps, accuracy.cpu(), torch.cat(spikes, 1), torch.cat(synops, 1),
-               torch.cat(readout, 1), timer.seconds)  # fmt: skip
-
-
-def reach_rows(runs: Sequence[Run], ann_acc: float) -> tuple[list[list[Any]], dict]:
-    """Steps / spikes to reach the ANN accuracy within each tolerance, one row per run."""
-    rows, found = [], {}
-    for run in runs:
-        row: list[Any] = [run.label, f"{100 * float(run.accuracy[-1]):.2f}"]
-        for tol in TOLERANCES:
-            step = steps_to_accuracy(run.accuracy, ann_acc - tol)
-            spk = None if step is None else float(run.cum_spikes()[step - 1])
-            found[(run.label, tol)] = (step, spk)
-            row += [step, spk]
-        rows.append(row)
-    return rows, found
-
-
-def ratio_rows(found: dict, rate: Run, weighted_labels: Sequence[str]) -> list[list[Any]]:
-    """Kim Table 2: latency and spike reduction of weighted runs relative to rate coding.
-
-    When rate coding does not get there within its window but the weighted run does, the ratio
-    is a lower bound: ``>`` (rate window or its spikes over the whole window) / weighted.
-    """
-    rows = []
-    bounds = (float(rate.steps), float(rate.cum_spikes()[-1]))
-    for label in weighted_labels:
-        row: list[Any] = [label]
-        for kind in (0, 1):  # 0: steps, 1: spikes
-            for tol in reversed(TOLERANCES):
-                slow, fast = found[(rate.label, tol)][kind], found[(label, tol)][kind]
-                if fast is None or fast <= 0:
-                    row.append("-")
-                elif slow is None:
-                    row.append(f">{bounds[kind] / fast:.1f}x")
-                else:
-                    row.append(f"{slow / fast:.1f}x")
-        rows.append(row)
-    return rows
-
-
-def decision_rows(run: Run, y: Tensor, thetas: Sequence[float], start: int) -> list[list[Any]]:
-    """Kim Algorithm 1 on a run's recorded membranes for several thetas (Fig. 12 trade-off)."""
-    full_spikes = float(run.cum_spikes()[-1])
-    rows = []
-    for theta in thetas:
-        dec = early_decision(run.readout, float(theta), start_step=start)
-        acc = float((dec.decision == y).double().mean())
-        spk = float(gather_at_time(run.spikes, dec.time).double().mean())
-        rows.append([theta, f"{100 * acc:.2f}", float(dec.mean_time()), int(dec.time.max()),
-                     f"{100 * float(dec.decided.double().mean()):.1f}", spk,
-                     f"{100 * (1 - spk / full_spikes):.0f}"])  # fmt: skip
-    rows.append(["none (all steps)", f"{100 * float(run.accuracy[-1]):.2f}", float(run.steps),
-                 run.steps, "-", full_spikes, "0"])  # fmt: skip
-    return rows
 
 
 def coding_benchmark(name: str, model: nn.Module, args, calib: Tensor, x: Tensor, y: Tensor,
@@ -261,119 +157,29 @@ def coding_benchmark(name: str, model: nn.Module, args, calib: Tensor, x: Tensor
     ]
     torch.manual_seed(args.seed)  # the Bernoulli input draw
     runs.append(run_snn("rate", rate, x, y, args.rate_steps, args.batch))
-    reach, found = reach_rows(runs, ann_acc)
-    ratios = ratio_rows(found, runs[-1], [r.label for r in runs[:-1]])
+    found = {(r.label, tol): reach(r, ann_acc - tol) for r in runs for tol in TOLERANCES}
+    reach_tab = reach_rows(runs, found, TOLERANCES, show_window=False)
+    ratios = ratio_rows(found, [r.label for r in runs[:-1]], tuple(reversed(TOLERANCES)),
+                        bound_prefix=">")  # fmt: skip
     decisions = decision_rows(runs[1], y, args.thetas, start=8 + 1)
-    return {"runs": runs, "reach": reach, "found": found, "ratios": ratios,
+    return {"runs": runs, "reach": reach_tab, "found": found, "ratios": ratios,
             "decisions": decisions}  # fmt: skip
-
-
-# --------------------------------------------------------------------------- radix
-
-
-def radix_benchmark(name: str, model: nn.Module, args, calib: Tensor, ft_set, test_set,
-                    xr: Tensor, yr: Tensor, float_acc: float, ann_key: str
-                    ) -> list[dict[str, Any]]:  # fmt: skip
-    """Prepare + fine-tune + convert for each T; accuracies, bit-exactness, operation counts."""
-    macs = ann_macs(model, xr[:1])
-    rows = []
-    for bits in args.bits:
-        prepared = quant.prepare(copy.deepcopy(model), num_bits=bits, calibration_data=calib)
-        ptq_acc = evaluate(prepared, test_set)
-        config = {"ann": ann_key, "bits": bits, "samples": args.finetune_samples,
-                  "epochs": args.finetune_epochs, "lr": FINETUNE_LR, "seed": args.seed}  # fmt: skip
-
-        def finetune(m: nn.Module, bits: int = bits) -> dict[str, Any]:
-            start = time.perf_counter()
-            hist = quant.finetune(m, ft_set, epochs=args.finetune_epochs, lr=FINETUNE_LR,
-                                  device=args.device, progress=False, seed=args.seed)  # fmt: skip
-            return {"history": hist, "seconds": time.perf_counter() - start}
-
-        prepared, info, cached = load_or_train(
-            prepared, f"fmnist-{name}-radix{bits}", config, finetune, args.cache_dir, args.retrain
-        )
-        qat_acc = evaluate(prepared, test_set)
-        row = {"net": name, "bits": bits, "ptq_accuracy": ptq_acc, "accuracy": qat_acc,
-               "finetune_seconds": info.get("seconds"), "cached": cached}  # fmt: skip
-        row.update(radix_exactness(prepared, xr, yr, macs))
-        row["float_accuracy"] = float_acc
-        log(f"[{name}] radix T={bits}: PTQ {ptq_acc:.4f}, fine-tuned {qat_acc:.4f}, "
-            f"bit-exact {row['agreement']:.4f}")  # fmt: skip
-        rows.append(row)
-    return rows
-
-
-def radix_exactness(prepared: nn.Module, x: Tensor, y: Tensor, macs: int) -> dict[str, Any]:
-    """Convert ``prepared`` to a radix SNN, compare its output integers with the twin's on ``x``.
-
-    Operation counts are per image for one pipelined period (the SNN's last period, when every
-    spike source carries the codes of the image): measured event-driven SynOps and spikes, and
-    Wang et al. eq. 24 ``sum N*M*T`` (every synapse once per time step) = ANN MACs x T.
-    """
-    bits = next(m.num_bits for m in prepared.modules() if isinstance(m, quant.InputQuant))
-    snn = convert(prepared, None, coding="radix", num_bits=bits)
-    with Timer() as timer:
-        res = simulate(snn, x, labels=y, fold="auto")  # num_steps = latency
-    snn_int = res.readout[-1].round().long()
-    twin = copy.deepcopy(prepared).double().eval()
-    twin_int = quant.integer_activations(twin, x.double())["output_quant"]
-    agree = (snn_int == twin_int.to(snn_int.device)).all(1).double().mean()
-    last = slice(res.num_steps - bits, res.num_steps)
-    return {
-        "latency": int(snn.latency),
-        "agreement": float(agree),
-        "snn_accuracy": float(res.accuracy[-1]),
-        "spikes_per_period": float(res.spikes_per_step[last].sum(0).double().mean()),
-        "synops_per_period": float(res.synops_per_step[last].sum(0).double().mean()),
-        "eq24_ops": macs * bits,
-        "ann_macs": macs,
-        "sim_seconds": timer.seconds,
-    }
 
 
 # --------------------------------------------------------------------------- report
 
+
 CHECKPOINTS = (4, 8, 12, 16, 24, 32, 48, 64, 128, 256, 512, 1024)
-
-
-def pct(value: float | None) -> str | None:
-    """A fraction as a percentage string with two decimals."""
-    return None if value is None else f"{100 * value:.2f}"
-
-
-def curve_rows(runs: Sequence[Run]) -> tuple[list[str], list[list[Any]]]:
-    """Accuracy (%) of every run at a few step counts (``-`` beyond a run's window)."""
-    longest = max(r.steps for r in runs)
-    steps = [s for s in CHECKPOINTS if s <= longest]
-    rows = [[r.label] + [pct(float(r.accuracy[s - 1])) if s <= r.steps else None for s in steps]
-            for r in runs]  # fmt: skip
-    return ["SNN \\ steps"] + [str(s) for s in steps], rows
-
-
-def net_plots(name: str, res: dict[str, Any], ann_acc: float, tag: str) -> tuple[Path, Path]:
-    """Accuracy-vs-steps and spikes-vs-accuracy PNGs of one network."""
-    runs: list[Run] = res["runs"]
-    curves = {r.label: (list(range(1, r.steps + 1)), r.accuracy.tolist()) for r in runs}
-    acc_png = plot_accuracy_vs_steps(
-        curves, ann_acc, RESULTS_DIR / f"fashion_mnist_{name}_accuracy{tag}.png",
-        title=f"Fashion-MNIST {name}: SNN accuracy vs time steps",
-    )  # fmt: skip
-    points = {r.label: (r.cum_spikes().tolist(), r.accuracy.tolist()) for r in runs}
-    dec = [row for row in res["decisions"] if not isinstance(row[0], str)]
-    points["early decision (K=8, skip 1)"] = ([row[5] for row in dec],
-                                              [float(row[1]) / 100 for row in dec])  # fmt: skip
-    spk_png = plot_spikes_vs_accuracy(
-        points, RESULTS_DIR / f"fashion_mnist_{name}_spikes{tag}.png", ann_acc=ann_acc,
-        title=f"Fashion-MNIST {name}: accuracy vs hidden spikes per image",
-    )  # fmt: skip
-    return acc_png, spk_png
 
 
 def net_section(name: str, ann: dict[str, Any], res: dict[str, Any], args, tag: str) -> str:
     """Markdown for the weighted / rate part of one network."""
-    acc_png, spk_png = net_plots(name, res, ann["subset_acc"], tag)
+    acc_png, spk_png = net_plots(
+        f"fashion_mnist_{name}", f"Fashion-MNIST {name}", tag, res["runs"], res["decisions"],
+        "early decision (K=8, skip 1)", ann["subset_acc"],
+    )  # fmt: skip
     link = lambda p: relative_link(p, args.output)  # noqa: E731
-    head, rows = curve_rows(res["runs"])
+    head, rows = curve_rows(res["runs"], CHECKPOINTS)
     reach_head = ["SNN", "acc at last step (%)", "steps to ANN-0.1%p", "spikes/img at 0.1%p",
                   "steps to ANN-1%p", "spikes/img at 1%p"]  # fmt: skip
     ratio_head = ["weighted SNN", "latency red. <1%p", "latency red. <0.1%p",
@@ -445,7 +251,7 @@ def comparison_text(nets: dict[str, dict[str, Any]], radix: list[dict[str, Any]]
         found = res["coding"]["found"]
         parts = []
         for label in ("weighted K=8, skip 1", "weighted K=4, skip 1", "rate"):
-            s01, s1 = found[(label, 0.001)][0], found[(label, 0.01)][0]
+            s01, s1 = found[(label, 0.001)].step, found[(label, 0.01)].step
             parts.append(f"{label}: {s1 if s1 else '>window'} steps to 1 %p, "
                          f"{s01 if s01 else '>window'} to 0.1 %p")  # fmt: skip
         lines.append(f"- **{name}** — " + "; ".join(parts) + ".")
@@ -511,27 +317,6 @@ def ann_table(anns: dict[str, dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------- main
 
 
-def command_line(argv: Sequence[str]) -> str:
-    """The command as it was typed (relative to the repository root)."""
-    return " ".join(["python", "benchmarks/fashion_mnist.py", *argv])
-
-
-def save_json(anns: dict, nets: dict, radix: list, path: Path) -> None:
-    """Raw numbers (curves included) for later analysis."""
-    out = {"ann": {n: {k: v for k, v in a.items() if k != "info"} | {"info": a["info"]}
-                   for n, a in anns.items()},
-           "coding": {n: {"runs": [{"label": r.label, "steps": r.steps, "seconds": r.seconds,
-                                    "accuracy": r.accuracy.tolist(),
-                                    "cum_spikes": r.cum_spikes().tolist(),
-                                    "cum_synops": r.cum_synops().tolist()}
-                                   for r in res["coding"]["runs"]],
-                          "decisions": res["coding"]["decisions"]}
-                      for n, res in nets.items()},
-           "radix": radix}  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, default=float))
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark and rewrite the ``fashion_mnist`` section of BENCHMARKS.md."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -550,26 +335,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     nets: dict[str, dict[str, Any]] = {}
     radix: list[dict[str, Any]] = []
     for name in args.nets:
-        model, info = train_or_load(name, args, train_set)
+        model, info = train_or_load(NETS[name], f"fmnist-{name}", train_config(name, args),
+                                    train_set, args)  # fmt: skip
         anns[name] = {
             "epochs": args.epochs,
-            "info": info,
             "test_acc": evaluate(model, test_set),
             "subset_acc": evaluate(model, (x, y)),
             "macs": ann_macs(model, x[:1]),
+            "info": info,  # last, as in the JSON file
         }
         log(f"[{name}] ANN test acc {anns[name]['test_acc']:.4f}, "
             f"subset {anns[name]['subset_acc']:.4f}")  # fmt: skip
         coding = coding_benchmark(name, model, args, calib, x, y, anns[name]["subset_acc"])
         nets[name] = {"coding": coding}
         ann_key = json.dumps(info["checkpoint_config"], sort_keys=True)
-        radix += radix_benchmark(name, model, args, calib, ft_set, test_set, xr, yr,
-                                 anns[name]["test_acc"], ann_key)  # fmt: skip
+        data = {"calib": calib, "ft_set": ft_set, "test": test_set, "exact": (xr, yr)}
+        radix += radix_benchmark(name, model, args, data, anns[name]["test_acc"],
+                                 (ann_key, "fmnist"),
+                                 (args.finetune_samples, args.finetune_epochs),
+                                 FINETUNE_LR)  # fmt: skip
     minutes = (time.perf_counter() - started) / 60
     body = [
         "## Fashion-MNIST: Kim et al. Net1 / Net2 (weighted vs rate) and radix T = "
         + ", ".join(map(str, args.bits)),
-        f"Command: `{command_line(argv)}` — total run time {minutes:.1f} min"
+        f"Command: `{command_line(SCRIPT, argv)}` — total run time {minutes:.1f} min"
         + (" (**--quick smoke run: small subsets, few steps**)" if args.quick else "")
         + ".",
         environment_line(args.device),

@@ -55,6 +55,21 @@ def _percent(values: Sequence[float]) -> list[float]:
     return [100.0 * float(v) for v in values]
 
 
+def _finish_accuracy_plot(
+    fig: plt.Figure, ax: plt.Axes, path: Path, xlabel: str, ann_acc: float | None, title: str
+) -> Path:
+    """Common end of the accuracy plots: ANN line, labels, grid, legend, title; save."""
+    if ann_acc is not None:
+        ax.axhline(100.0 * ann_acc, color="k", ls="--", lw=1, label=f"ANN {100 * ann_acc:.2f}%")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
 def plot_accuracy_vs_steps(
     curves: Mapping[str, Curve],
     ann_acc: float | None,
@@ -74,17 +89,9 @@ def plot_accuracy_vs_steps(
         if len(steps) != len(acc):
             raise ValueError(f"curve {label!r}: {len(steps)} steps but {len(acc)} accuracies")
         ax.plot(list(steps), _percent(acc), marker=".", label=label)
-    if ann_acc is not None:
-        ax.axhline(100.0 * ann_acc, color="k", ls="--", lw=1, label=f"ANN {100 * ann_acc:.2f}%")
     if log_x:
         ax.set_xscale("log", base=2)
-    ax.set_xlabel("time steps")
-    ax.set_ylabel("test accuracy (%)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
+    return _finish_accuracy_plot(fig, ax, path, "time steps", ann_acc, title)
 
 
 def plot_spikes_vs_accuracy(
@@ -106,17 +113,9 @@ def plot_spikes_vs_accuracy(
         if len(spikes) != len(acc):
             raise ValueError(f"series {label!r}: {len(spikes)} spike counts but {len(acc)} accs")
         ax.plot(list(spikes), _percent(acc), marker="o", ms=3, label=label)
-    if ann_acc is not None:
-        ax.axhline(100.0 * ann_acc, color="k", ls="--", lw=1, label=f"ANN {100 * ann_acc:.2f}%")
     if log_x:
         ax.set_xscale("log")
-    ax.set_xlabel("spikes per image")
-    ax.set_ylabel("test accuracy (%)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    return _save(fig, path)
+    return _finish_accuracy_plot(fig, ax, path, "spikes per image", ann_acc, title)
 
 
 def plot_radix_accuracy_vs_bits(
