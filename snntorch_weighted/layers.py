@@ -1,4 +1,5 @@
-"""Spiking helper layers used by converted networks: :class:`SpikeMaxPool2d` and :class:`Scale`."""
+"""Spiking helper layers used by converted networks: :class:`SpikeMaxPool2d`, :class:`Scale` and
+:class:`ClockedLayer`, the base of every stateful spiking layer that is not a neuron."""
 
 from __future__ import annotations
 
@@ -6,10 +7,49 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
-__all__ = ["SpikeMaxPool2d", "Scale"]
+__all__ = ["ClockedLayer", "SpikeMaxPool2d", "Scale"]
 
 
-class SpikeMaxPool2d(nn.Module):
+class ClockedLayer(nn.Module):
+    """A stateful spiking layer: a step clock ``step`` and state buffers that restart together.
+
+    The state restarts, like the neurons', on :meth:`reset_mem` (what
+    :func:`snntorch_weighted.reset` calls) and when the input's shape or device changes. State
+    buffers (named in ``state_names``) are non-persistent (not in ``state_dict``). Subclasses build
+    fresh state in :meth:`init_state` and call :meth:`begin_step` first thing in ``forward``.
+    """
+
+    state_names: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=False)
+        for name in self.state_names:
+            self.register_buffer(name, torch.zeros(0), persistent=False)
+        self._input_shape: torch.Size | None = None
+
+    def init_state(self, x: Tensor) -> None:
+        """Set every state buffer to its fresh value for inputs shaped like ``x``."""
+        raise NotImplementedError
+
+    def reset_mem(self) -> Tensor:
+        """Clear the state and restart the clock; returns the (empty) first state buffer."""
+        for name in self.state_names:
+            setattr(self, name, torch.zeros(0, device=self.step.device))
+        self.step = torch.zeros_like(self.step)
+        self._input_shape = None
+        return getattr(self, self.state_names[0])
+
+    def begin_step(self, x: Tensor) -> Tensor:
+        """Restart the state if needed (after a reset, a new input shape or device); the clock."""
+        if self._input_shape != x.shape or self.step.device != x.device:
+            self.init_state(x)
+            self.step = torch.zeros((), dtype=torch.long, device=x.device)
+            self._input_shape = x.shape
+        return self.step
+
+
+class SpikeMaxPool2d(ClockedLayer):
     """Max pooling of spike trains by accumulated (weighted) input (Kim et al. 2018, section 4.5).
 
     Each input neuron ``j`` keeps the running sum of what it has sent,
@@ -24,15 +64,16 @@ class SpikeMaxPool2d(nn.Module):
     (ties: the first in the window, as ``max_pool2d``), so the output train approximates the train
     of the window's maximum activation.
 
-    The layer has its own step clock ``step`` and accumulator ``acc`` that restart exactly like the
-    neurons': on :meth:`reset_mem` (what :func:`snntorch_weighted.reset` calls) and when the input
-    shape changes. Both are non-persistent buffers (not in ``state_dict``).
+    The step clock ``step`` and the accumulator ``acc`` restart as described in
+    :class:`ClockedLayer`.
 
     Args:
         kernel_size, stride, padding, dilation, ceil_mode: as :class:`torch.nn.MaxPool2d`.
         weighted: phase-weighted accumulation (weighted coding) or plain counts (rate coding).
         num_phases: K, phases per period (used when ``weighted``).
     """
+
+    state_names = ("acc",)
 
     def __init__(
         self,
@@ -54,9 +95,6 @@ class SpikeMaxPool2d(nn.Module):
         self.ceil_mode = ceil_mode
         self.weighted = weighted
         self.num_phases = num_phases
-        self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=False)
-        self.register_buffer("acc", torch.zeros(0), persistent=False)
-        self._fresh = True
 
     @classmethod
     def from_maxpool(cls, pool: nn.MaxPool2d, weighted: bool, num_phases: int = 8
@@ -67,20 +105,13 @@ class SpikeMaxPool2d(nn.Module):
         return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode,
                    weighted=weighted, num_phases=num_phases)
 
-    def reset_mem(self) -> Tensor:
-        """Restart: clear the accumulator and the step clock (returns the empty accumulator)."""
-        self.acc = torch.zeros(0, device=self.acc.device)
-        self.step = torch.zeros_like(self.step)
-        self._fresh = True
-        return self.acc
+    def init_state(self, x: Tensor) -> None:
+        self.acc = torch.zeros_like(x)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() not in (3, 4):
             raise ValueError(f"SpikeMaxPool2d expects [B, C, H, W] or [C, H, W], got {x.shape}")
-        if self._fresh or self.acc.shape != x.shape or self.acc.device != x.device:
-            self.acc = torch.zeros_like(x)
-            self.step = torch.zeros((), dtype=torch.long, device=x.device)
-            self._fresh = False
+        self.begin_step(x)
         if self.weighted:
             w = torch.exp2(-(1 + self.step % self.num_phases).to(x.dtype))
             self.acc = self.acc + w * x

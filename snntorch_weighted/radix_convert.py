@@ -38,7 +38,7 @@ from torch import Tensor, fx, nn
 
 from . import quant
 from .graph import UnsupportedLayerError, is_add, module_of
-from .layers import Scale
+from .layers import ClockedLayer, Scale
 from .network import SpikingNetwork
 from .neurons import RadixLeaky
 from .reset import reset
@@ -46,35 +46,26 @@ from .reset import reset
 __all__ = ["Delay", "RadixMaxPool2d", "convert_radix", "radix_infer"]
 
 
-class Delay(nn.Module):
+class Delay(ClockedLayer):
     """FIFO delay of ``num_steps`` steps: ``out(t) = in(t - num_steps)`` (zeros before).
 
-    State (a ``[num_steps, *shape]`` ring buffer and a step clock) restarts on :meth:`reset_mem`
-    and when the input shape changes; it is not part of ``state_dict``.
+    State (a ``[num_steps, *shape]`` ring buffer and a step clock) restarts as described in
+    :class:`~snntorch_weighted.layers.ClockedLayer`.
     """
+
+    state_names = ("fifo",)
 
     def __init__(self, num_steps: int) -> None:
         super().__init__()
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
             raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
         self.num_steps = num_steps
-        self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=False)
-        self.register_buffer("fifo", torch.zeros(0), persistent=False)
-        self._fresh = True
 
-    def reset_mem(self) -> Tensor:
-        """Empty the FIFO and restart the clock."""
-        self.fifo = torch.zeros(0, device=self.fifo.device)
-        self.step = torch.zeros_like(self.step)
-        self._fresh = True
-        return self.fifo
+    def init_state(self, x: Tensor) -> None:
+        self.fifo = torch.zeros((self.num_steps, *x.shape), dtype=x.dtype, device=x.device)
 
     def forward(self, x: Tensor) -> Tensor:
-        shape = (self.num_steps, *x.shape)
-        if self._fresh or self.fifo.shape != shape or self.fifo.device != x.device:
-            self.fifo = torch.zeros(shape, dtype=x.dtype, device=x.device)
-            self.step = torch.zeros((), dtype=torch.long, device=x.device)
-            self._fresh = False
+        self.begin_step(x)
         slot = (self.step % self.num_steps).view(1)
         out = self.fifo.index_select(0, slot).squeeze(0)
         self.fifo.index_copy_(0, slot, x.unsqueeze(0).to(self.fifo.dtype))  # out is a copy
@@ -85,15 +76,17 @@ class Delay(nn.Module):
         return f"num_steps={self.num_steps}"
 
 
-class RadixMaxPool2d(nn.Module):
+class RadixMaxPool2d(ClockedLayer):
     """Exact max pooling of radix spike trains, with one period (T steps) of latency.
 
     During period n it accumulates the input code :math:`S = \\sum_p 2^p s(p)` (eq. 19) of every
     input neuron; at phase 0 of period n + 1 it pools the codes of period n with ``max_pool2d`` and
     emits the pooled code's bits, LSB first, during period n + 1. Since max pooling commutes with
     the neurons' monotone read-out this equals pooling the twin's integer codes. State (accumulator,
-    pooled code, clock) restarts on :meth:`reset_mem` and on a new input shape.
+    pooled code, clock) restarts as described in :class:`~snntorch_weighted.layers.ClockedLayer`.
     """
+
+    state_names = ("acc", "value")
 
     def __init__(self, pool: nn.MaxPool2d, num_bits: int) -> None:
         super().__init__()
@@ -101,25 +94,13 @@ class RadixMaxPool2d(nn.Module):
             raise ValueError("MaxPool2d with return_indices=True cannot be converted")
         self.pool = copy.deepcopy(pool)
         self.num_bits = num_bits
-        self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=False)
-        self.register_buffer("acc", torch.zeros(0), persistent=False)
-        self.register_buffer("value", torch.zeros(0), persistent=False)
-        self._fresh = True
 
-    def reset_mem(self) -> Tensor:
-        """Clear the accumulator and the pooled code, restart the clock."""
-        self.acc = torch.zeros(0, device=self.acc.device)
-        self.value = torch.zeros(0, device=self.acc.device)
-        self.step = torch.zeros_like(self.step)
-        self._fresh = True
-        return self.acc
+    def init_state(self, x: Tensor) -> None:
+        self.acc = torch.zeros_like(x)
+        self.value = torch.zeros_like(self.pool(x))
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._fresh or self.acc.shape != x.shape or self.acc.device != x.device:
-            self.acc = torch.zeros_like(x)
-            self.value = torch.zeros_like(self.pool(x))
-            self.step = torch.zeros((), dtype=torch.long, device=x.device)
-            self._fresh = False
+        self.begin_step(x)
         phase = self.step % self.num_bits
         start = phase == 0
         self.value = torch.where(start, self.pool(self.acc), self.value)
