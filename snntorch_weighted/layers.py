@@ -40,6 +40,18 @@ class ClockedLayer(nn.Module):
         self._input_shape = None
         return getattr(self, self.state_names[0])
 
+    @torch.no_grad()
+    def forward_steps(self, inputs: Tensor) -> Tensor:
+        """``forward(inputs[0]), forward(inputs[1]), ...`` stacked over time (identical results).
+
+        Time-first ``[t, B, ...]`` inputs; inference only, forward hooks do not fire per step (the
+        time-folded runner of :func:`snntorch_weighted.simulate` calls it). Subclasses may
+        replace this loop with fewer kernels.
+        """
+        if inputs.shape[0] < 1:
+            raise ValueError(f"forward_steps needs at least one step, got shape {inputs.shape}")
+        return torch.stack([self.forward(x) for x in inputs])
+
     def begin_step(self, x: Tensor) -> Tensor:
         """Restart the state if needed (after a reset, a new input shape or device); the clock."""
         if self._input_shape != x.shape or self.step.device != x.device:
@@ -121,6 +133,32 @@ class SpikeMaxPool2d(ClockedLayer):
         _, idx = F.max_pool2d(self.acc, self.kernel_size, self.stride, self.padding,
                               self.dilation, self.ceil_mode, return_indices=True)
         return x.flatten(-2).gather(-1, idx.flatten(-2)).view_as(idx)
+
+    @torch.no_grad()
+    def forward_steps(self, inputs: Tensor) -> Tensor:
+        """``t`` steps at once, identical to stepping: the accumulator runs one add per step
+        (same order of additions), the pooling and the gather run once for the whole block."""
+        if inputs.dim() not in (4, 5) or inputs.shape[0] < 1:
+            raise ValueError("SpikeMaxPool2d.forward_steps expects at least one step of "
+                             f"[t, B, C, H, W] or [t, C, H, W], got {inputs.shape}")
+        steps = inputs.shape[0]
+        clock = self.begin_step(inputs[0])
+        current = inputs
+        if self.weighted:
+            offsets = torch.arange(steps, device=inputs.device)
+            w = torch.exp2(-(1 + (clock + offsets) % self.num_phases).to(inputs.dtype))
+            current = inputs * w.view(steps, *[1] * (inputs.dim() - 1))
+        accs = torch.empty_like(inputs)
+        acc = self.acc
+        for t in range(steps):
+            acc = torch.add(acc, current[t], out=accs[t])
+        self.acc = acc.clone()
+        self.step = clock + steps
+        fold = inputs.flatten(0, 1) if inputs.dim() == 5 else inputs
+        _, idx = F.max_pool2d(accs.view_as(fold), self.kernel_size, self.stride, self.padding,
+                              self.dilation, self.ceil_mode, return_indices=True)
+        out = fold.flatten(-2).gather(-1, idx.flatten(-2)).view_as(idx)
+        return out.view(*inputs.shape[:-3], *out.shape[-3:])
 
     def extra_repr(self) -> str:
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "

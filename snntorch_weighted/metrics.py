@@ -295,7 +295,7 @@ class SpikeRecorder:
 
     def _weight(self, name: str, flat: Tensor) -> Tensor:
         """The fan-out ``[N]`` of one module in the counting dtype (built on its first call)."""
-        n = flat.shape[1]
+        n = flat.shape[-1]
         fan = self.fanouts.get(name)
         if fan is None:
             fan = torch.zeros(n, dtype=torch.long)
@@ -309,20 +309,27 @@ class SpikeRecorder:
         self.num_neurons[name] = n
         return self._weights[name]
 
+    def observe(self, name: str, output: Any, steps: int | None = None) -> None:
+        """Count one output of module ``name``: one step ``[B, ...]``, or ``steps`` steps
+        ``[steps, B, ...]`` at once (the folded runner's blocks; no per-step hooks fire there).
+        A tuple output counts its first element (the spikes)."""
+        spk = (output[0] if isinstance(output, (tuple, list)) else output).detach()
+        block = spk if steps is not None else spk.unsqueeze(0)
+        flat = block.flatten(2)
+        if not self._binary[name]:
+            flat = flat.ne(0)
+        fan = self._weights.get(name)
+        if fan is None:
+            fan = self._weight(name, flat)
+        if flat.dtype != fan.dtype:
+            flat = flat.to(fan.dtype)
+        self.records[name].append((flat.sum(2), flat @ fan))  # spikes, SynOps: [t, B] each
+        if self.keep_trains and name in self.trains:
+            self.trains[name].append(block if steps is not None else block.clone())
+
     def _hook(self, name: str):
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            spk = (output[0] if isinstance(output, (tuple, list)) else output).detach()
-            flat = spk.flatten(1)
-            if not self._binary[name]:
-                flat = flat.ne(0)
-            fan = self._weights.get(name)
-            if fan is None:
-                fan = self._weight(name, flat)
-            if flat.dtype != fan.dtype:
-                flat = flat.to(fan.dtype)
-            self.records[name].append((flat.sum(1), flat @ fan))  # spikes, SynOps: [B] each
-            if self.keep_trains and name in self.trains:
-                self.trains[name].append(spk.clone())
+            self.observe(name, output)
 
         return hook
 
@@ -343,12 +350,12 @@ class SpikeRecorder:
             if not values:
                 continue
             if name in self.count_spikes:
-                spikes[name] = torch.stack([c for c, _ in values]).round().long()
+                spikes[name] = torch.cat([c for c, _ in values]).round().long()
             if name in self.fanouts:
-                synops[name] = torch.stack([s for _, s in values]).round().long()
+                synops[name] = torch.cat([s for _, s in values]).round().long()
         for name, values in self.trains.items():
             if values:
-                trains[name] = torch.stack(values)
+                trains[name] = torch.cat(values)
         return spikes, synops, trains
 
 

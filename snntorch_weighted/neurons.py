@@ -50,12 +50,75 @@ def _exact_step(x: Tensor, spike_grad) -> Tensor:
     return smooth + (exact - smooth).detach()
 
 
+def _check_block(inputs: Tensor) -> None:
+    """``forward_steps`` needs a time-first tensor with at least one step."""
+    if inputs.dim() < 2 or inputs.shape[0] < 1:
+        raise ValueError(f"forward_steps expects time-first inputs [t >= 1, B, ...], "
+                         f"got shape {tuple(inputs.shape)}")
+
+
 class _ClockedLeaky(snn.Leaky):
     """Shared state handling: membrane, step clock and the explicit / hidden calling conventions."""
 
     def _init_clock(self) -> None:
         self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=False)
         self._last_mem = None
+        self._unit_cache: dict[str, tuple[Tensor, int, bool]] = {}
+
+    def _is_unit(self, name: str, clamp: bool = False) -> bool:
+        """Whether tensor attribute ``name`` (``clamp``: clamped to [0, 1]) is exactly 1, so that
+        multiplying by it can be skipped in inference.
+
+        The answer is cached per tensor object and version counter: replacing the tensor or
+        changing it in place is noticed (one host read per change, none per step). False for a
+        tensor that needs gradients, an inference-mode tensor and while ``torch.compile`` traces.
+        """
+        value = getattr(self, name)
+        if not isinstance(value, Tensor):
+            return value == 1
+        if torch.compiler.is_compiling() or value.requires_grad or value.is_inference():
+            return False
+        cached = self._unit_cache.get(name)
+        if cached is not None and cached[0] is value and cached[1] == value._version:
+            return cached[2]
+        unit = bool(((value.clamp(0, 1) if clamp else value) == 1).all())
+        self._unit_cache[name] = (value, value._version, unit)
+        return unit
+
+    def _needs_grad(self, input_: Tensor) -> bool:
+        """Whether this step must be differentiable (then the surrogate path runs)."""
+        if not torch.is_grad_enabled():
+            return False
+        tensors = (input_, self.mem, self.beta, self.threshold, self.graded_spikes_factor)
+        return any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
+
+    def _graded(self, spk: Tensor) -> Tensor:
+        """``spk * graded_spikes_factor`` (skipped when the factor is exactly 1)."""
+        if self._is_unit("graded_spikes_factor"):
+            return spk
+        return spk * self.graded_spikes_factor
+
+    def _results(self, spk: Tensor, mem: Tensor):
+        """What ``forward`` returns for these spikes and membranes (snntorch's conventions)."""
+        if self.output or not self.init_hidden:
+            return spk, mem
+        return spk
+
+    @torch.no_grad()
+    def forward_steps(self, inputs: Tensor):
+        """Run ``forward(inputs[0]), forward(inputs[1]), ...`` on the neuron's own state.
+
+        ``inputs`` is time-first ``[t, B, ...]``; returns what ``forward`` returns, stacked over
+        time (``spk`` or ``(spk, mem)``, each ``[t, B, ...]``), identical to the step-by-step
+        calls. Inference only (no gradients); forward hooks do not fire per step. The time-folded
+        runner of :func:`snntorch_weighted.simulate` calls it; subclasses replace this loop with
+        fewer kernels per step.
+        """
+        _check_block(inputs)
+        outs = [self.forward(x) for x in inputs]
+        if isinstance(outs[0], tuple):
+            return tuple(torch.stack(parts) for parts in zip(*outs))
+        return torch.stack(outs)
 
     def reset_mem(self) -> Tensor:
         """Zero the membrane and restart the step clock; returns the fresh membrane."""
@@ -81,16 +144,12 @@ class _ClockedLeaky(snn.Leaky):
             self.step = torch.zeros((), dtype=torch.long, device=input_.device)
         return self.step
 
-    def _end_step(self, spk: Tensor, mem: Tensor, clock: Tensor):
+    def _end_step(self, spk: Tensor, mem: Tensor, clock: Tensor, steps: int = 1):
         # plain dict writes: nn.Module.__setattr__ costs a few microseconds per call
         self._buffers["mem"] = mem
         self.__dict__["_last_mem"] = mem
-        self._buffers["step"] = clock + 1
-        if self.output:
-            return spk, mem
-        if self.init_hidden:
-            return spk
-        return spk, mem
+        self._buffers["step"] = clock + steps
+        return self._results(spk, mem)
 
     def _fire(self, x: Tensor) -> Tensor:
         """Binary spike U(x >= 0) with the configured surrogate gradient."""
@@ -170,16 +229,34 @@ class WeightedLeaky(_ClockedLeaky):
         """:math:`\\omega(t) = 2^{-(1 + (t-1) \\bmod K)}` for the step after ``clock`` steps."""
         return torch.exp2(-(1 + clock % self.num_phases).to(dtype))
 
+    def _fast(self, input_: Tensor) -> bool:
+        """Inference with subtractive reset and no state quantisation: the few-kernel path."""
+        return (self._reset_mechanism == "subtract" and not self.state_quant
+                and not self._needs_grad(input_))  # fmt: skip
+
+    def _integrate(self, mem: Tensor, current: Tensor) -> Tensor:
+        """:math:`\beta V + \text{current}` (``beta`` clamped to [0, 1]; skipped when 1)."""
+        if self._is_unit("beta", clamp=True):
+            return mem + current
+        return self.beta.clamp(0, 1) * mem + current
+
     def forward(self, input_: Tensor, mem: Tensor | None = None):
         clock = self._begin_step(input_, mem)
         w = self.phase_weight(clock, input_.dtype)
-        leak = self.beta.clamp(0, 1)
         if not self.fire_spikes:
             active = clock >= self.skip_periods * self.num_phases
-            new_mem = leak * self.mem + torch.where(active, w, torch.zeros_like(w)) * input_
+            current = torch.where(active, w, torch.zeros_like(w)) * input_
+            new_mem = self._integrate(self.mem, current)
             return self._end_step(torch.zeros_like(new_mem), new_mem, clock)
+        if self._fast(input_):
+            # same values as below: V - w*theta >= 0 iff V >= w*theta, w*I is exact (w = 2^-k)
+            new_mem = self._integrate(self.mem, w * input_)
+            threshold = w * self.threshold
+            spk = torch.ge(new_mem, threshold, out=torch.empty_like(new_mem))
+            new_mem = torch.addcmul(new_mem, spk, threshold, value=-1)
+            return self._end_step(self._graded(spk), new_mem, clock)
 
-        new_mem = leak * self.mem + w * input_
+        new_mem = self.beta.clamp(0, 1) * self.mem + w * input_
         if self.state_quant:
             new_mem = self.state_quant(new_mem)
         threshold = w * self.threshold
@@ -189,6 +266,46 @@ class WeightedLeaky(_ClockedLeaky):
         elif self._reset_mechanism == "zero":
             new_mem = new_mem * (1 - spk.detach())
         return self._end_step(spk * self.graded_spikes_factor, new_mem, clock)
+
+    @torch.no_grad()
+    def forward_steps(self, inputs: Tensor):
+        r"""``t`` steps at once (see :meth:`_ClockedLeaky.forward_steps`), identical results.
+
+        The weighted currents :math:`\omega(t) I(t)` of all steps are one multiplication; per step
+        remain an add, a compare and a fused reset (three kernels; the integrator: one).
+        """
+        _check_block(inputs)
+        if not (self._fast(inputs) or not self.fire_spikes):
+            return super().forward_steps(inputs)
+        steps = inputs.shape[0]
+        clock = self._begin_step(inputs[0], None)
+        offsets = torch.arange(steps, device=inputs.device)
+        w = torch.exp2(-(1 + (clock + offsets) % self.num_phases).to(inputs.dtype))
+        if not self.fire_spikes:
+            w = torch.where(clock + offsets >= self.skip_periods * self.num_phases, w, 0)
+        w = w.view(steps, *[1] * (inputs.dim() - 1))
+        current = inputs * w
+        mems = torch.empty_like(inputs) if self.output or not self.init_hidden else None
+        mem = self.mem
+        if not self.fire_spikes:
+            for t in range(steps):
+                mem = self._integrate(mem, current[t])
+                if mems is not None:
+                    mems[t] = mem
+            spikes = torch.zeros_like(inputs)
+            self._end_step(spikes, mem, clock, steps)
+            return self._results(spikes, mems)
+        threshold = w * self.threshold
+        spikes = torch.empty_like(inputs)
+        for t in range(steps):
+            mem = self._integrate(mem, current[t])
+            torch.ge(mem, threshold[t], out=spikes[t])
+            mem.addcmul_(spikes[t], threshold[t], value=-1)  # mem is this step's own tensor
+            if mems is not None:
+                mems[t] = mem
+        spikes = self._graded(spikes)
+        self._end_step(spikes, mem, clock, steps)
+        return self._results(spikes, mems)
 
 
 class RadixLeaky(_ClockedLeaky):

@@ -59,6 +59,7 @@ weights as they train.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -837,8 +838,23 @@ def finetune(
     weight_decay: float = 0.0,
     momentum: float = 0.9,
     seed: int = 0,
+    teacher: nn.Module | None = None,
+    temperature: float = 1.0,
+    keep_best: bool = False,
 ) -> list[dict[str, float]]:
-    """STE fine-tuning of a prepared model (cross-entropy, Adam or SGD, cosine LR per batch).
+    """STE fine-tuning of a prepared model (Adam or SGD, cosine LR per batch).
+
+    The loss is the cross-entropy with the labels or, given a ``teacher`` (typically a copy of
+    the float model taken before :func:`prepare`), knowledge distillation (Hinton et al. 2015):
+
+    .. math::
+
+        \\mathcal{L} = \\tau^2\\, \\mathrm{KL}\\big(\\mathrm{softmax}(z_t/\\tau)\\,\\|\\,
+        \\mathrm{softmax}(z_s/\\tau)\\big)
+
+    with teacher logits :math:`z_t` and twin logits :math:`z_s`: the twin learns to reproduce the
+    float model rather than to re-fit the (often small) fine-tuning set, which keeps T-bit models
+    close to the float accuracy.
 
     Under ``torch.distributed`` (initialised process group) the model is wrapped in
     ``DistributedDataParallel`` (gradients averaged across processes, replicas stay identical) and
@@ -854,10 +870,19 @@ def finetune(
         device: where to train (default: the model's device).
         progress: show a tqdm progress bar (rank 0 only).
         optimizer: ``"adam"`` (AdamW) or ``"sgd"`` (Nesterov momentum).
+        teacher: float model for distillation (evaluated in eval mode, no gradients); None
+            trains on the labels.
+        temperature: distillation temperature :math:`\tau > 0`.
+        keep_best: with ``val_data``, restore at the end the parameters and buffers of the best
+            validation accuracy, the state before fine-tuning (epoch 0) included, so fine-tuning
+            never leaves the model worse on ``val_data`` (early stopping; take ``val_data`` from
+            held-out training data, not from the test set).
 
     Returns:
         One dict per epoch: ``{"epoch", "loss", "val_acc"}`` (``val_acc`` is NaN without
-        ``val_data``).
+        ``val_data``). With ``val_data`` the first record is epoch 0, the model before
+        fine-tuning (``loss`` NaN); with ``keep_best`` every record has ``"kept"``, true for
+        the epoch whose state the model ends with.
     """
     from .train import evaluate
 
@@ -866,6 +891,13 @@ def finetune(
         raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if teacher is model or teacher is gm:
+        raise ValueError("teacher is the model being fine-tuned (prepare works in place): "
+                         "pass a copy of the float model taken before prepare")
+    if keep_best and val_data is None:
+        raise ValueError("keep_best=True needs val_data (held-out data to pick the best epoch)")
     if device is not None:
         gm.to(device)
     device = next(gm.parameters()).device
@@ -885,7 +917,15 @@ def finetune(
     per_epoch = _num_batches(train_data, batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * per_epoch))
     show = progress and (not distributed or dist.get_rank() == 0)
+    if teacher is not None:
+        teacher = teacher.to(device).eval()
     history = []
+    best = None  # (val_acc, epoch, state) of the best epoch so far
+    if val_data is not None:
+        history.append({"epoch": 0, "loss": math.nan,
+                        "val_acc": evaluate(gm, val_data, device=device)})  # fmt: skip
+        if keep_best:
+            best = (history[0]["val_acc"], 0, copy.deepcopy(gm.state_dict()))
     dtype = next(gm.parameters()).dtype
     for epoch in range(epochs):
         net.train()
@@ -899,7 +939,7 @@ def finetune(
                            leave=False, dynamic_ncols=True)
         for x, y in batches:
             x, y = x.to(device, dtype), y.to(device).long()
-            loss = F.cross_entropy(net(x), y)
+            loss = _finetune_loss(net(x), x, y, teacher, temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -910,10 +950,28 @@ def finetune(
         if val_data is not None:
             record["val_acc"] = evaluate(gm, val_data, device=device)
         history.append(record)
+        if best is not None and record["val_acc"] > best[0]:
+            best = (record["val_acc"], epoch + 1, copy.deepcopy(gm.state_dict()))
         if show:
             from tqdm.auto import tqdm
 
             tqdm.write(f"finetune epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f}, "
                        f"val acc {record['val_acc']:.4f}")
+    if best is not None:
+        gm.load_state_dict(best[2])
+        for record in history:
+            record["kept"] = record["epoch"] == best[1]
     gm.eval()
     return history
+
+
+def _finetune_loss(logits: Tensor, x: Tensor, y: Tensor, teacher: nn.Module | None,
+                   temperature: float) -> Tensor:
+    """Cross-entropy with ``y``, or ``tau^2 KL(softmax(teacher(x)/tau) || softmax(logits/tau))``."""
+    if teacher is None:
+        return F.cross_entropy(logits, y)
+    with torch.no_grad():
+        target = F.log_softmax(teacher(x).to(logits.dtype) / temperature, dim=1)
+    student = F.log_softmax(logits / temperature, dim=1)
+    kl = F.kl_div(student, target, reduction="batchmean", log_target=True)
+    return kl * temperature**2

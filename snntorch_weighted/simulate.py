@@ -55,6 +55,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -80,6 +81,7 @@ __all__ = ["SimulationResult", "simulate", "radix_shortcut", "steps_to_accuracy"
 
 CHUNK_BYTES = 4 * 2**20
 """Target size of one folded activation in the automatic chunk rule."""
+Observer = Callable[[str, Any, int], None]  # (module name, block output, steps)
 
 
 @dataclass
@@ -362,7 +364,28 @@ def _input_only(graph: fx.GraphModule) -> tuple[set[fx.Node], set[fx.Node]]:
     return only, frontier
 
 
-def _eval_node(graph: fx.GraphModule, node: fx.Node, env: dict, timed: set, steps: int) -> Any:
+def _multi_step(module: nn.Module, node: fx.Node, args: tuple, kwargs: dict, timed: set,
+                steps: int, observe: Observer | None) -> Any:
+    """A stateful module's whole block through its ``forward_steps`` (``None``: not possible).
+
+    Used for modules that have one (the package's neurons and clocked layers) when the node's
+    only argument is a timed tensor; ``observe`` then sees the block, since no per-step forward
+    hooks fire.
+    """
+    if (not hasattr(module, "forward_steps") or kwargs or len(args) != 1
+            or not (isinstance(node.args[0], fx.Node) and node.args[0] in timed)):
+        return None
+    x = args[0]
+    out = module.forward_steps(x.view(steps, -1, *x.shape[1:]))
+    if observe is not None:
+        observe(node.target, out, steps)
+    if isinstance(out, Tensor):
+        return out.flatten(0, 1)
+    return type(out)(o.flatten(0, 1) for o in out)
+
+
+def _eval_node(graph: fx.GraphModule, node: fx.Node, env: dict, timed: set, steps: int,
+               observe: Observer | None = None) -> Any:
     """One node of the folded runner (time folded into the batch for stateless nodes)."""
     args = fx.node.map_arg(node.args, env.__getitem__)
     kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
@@ -371,6 +394,9 @@ def _eval_node(graph: fx.GraphModule, node: fx.Node, env: dict, timed: set, step
     if node.op == "call_module":
         module = graph.get_submodule(node.target)
         if is_stateful(module):
+            out = _multi_step(module, node, args, kwargs, timed, steps, observe)
+            if out is not None:
+                return out
             flags = tuple(isinstance(a, fx.Node) and a in timed for a in node.args)
             return _loop_stateful(node, module, args, kwargs, flags, steps)
         return module(*args, **kwargs)
@@ -389,8 +415,10 @@ class _FoldedRunner:
     by phase afterwards (Kim section 3: the weighted input repeats every K steps).
     """
 
-    def __init__(self, graph: fx.GraphModule, spikes_in: Tensor, period: int | None) -> None:
+    def __init__(self, graph: fx.GraphModule, spikes_in: Tensor, period: int | None,
+                 observe: Observer | None = None) -> None:
         self.graph = graph
+        self.observe = observe
         self.batch = spikes_in.shape[1]
         self.cache: dict[fx.Node, Tensor] = {}
         self.input_only: set[fx.Node] = set()
@@ -430,7 +458,7 @@ class _FoldedRunner:
                 out = env[result]
                 env[node] = out.view(steps, self.batch, *out.shape[1:])
             else:
-                env[node] = _eval_node(self.graph, node, env, timed, steps)
+                env[node] = _eval_node(self.graph, node, env, timed, steps, self.observe)
                 if any(n in timed for n in node.all_input_nodes):
                     timed.add(node)
         return env
@@ -491,6 +519,12 @@ def _watched_modules(snn: nn.Module) -> tuple[dict[str, nn.Module], set[str]]:
             if is_stateful(module) and not is_neuron(module) and module is not output:
                 modules[node.target] = module
     return modules, set(neurons)
+
+
+def _observe_watched(recorder: SpikeRecorder, name: str, output: Any, steps: int) -> None:
+    """Count a folded block of a module the recorder watches (others are ignored)."""
+    if name in recorder.modules:
+        recorder.observe(name, output, steps)
 
 
 def _choose_chunk(fold: bool | str, chunk_size: int | None, max_numel: int, spikes_in: Tensor
@@ -595,7 +629,8 @@ def simulate(
         with recorder:
             if chunk:
                 period = _input_period(snn) if reuse_input and not encoded else None
-                mem = _FoldedRunner(snn.graph, spikes_in, period).run(spikes_in, chunk)
+                observe = partial(_observe_watched, recorder)
+                mem = _FoldedRunner(snn.graph, spikes_in, period, observe).run(spikes_in, chunk)
             else:
                 mem = _run_loop(snn, spikes_in)
         readout = _readout(snn, mem)

@@ -169,7 +169,8 @@ def test_finetune_recovers_float_accuracy(digits, num_bits: int, tolerance: floa
     )
     after = history[-1]["val_acc"]
     print(f"T={num_bits}: float {float_acc:.4f}, prepared {before:.4f}, finetuned {after:.4f}")
-    assert len(history) == 2 and all(h["loss"] > 0 for h in history)
+    assert [h["epoch"] for h in history] == [0, 1, 2] and history[0]["val_acc"] == before
+    assert all(h["loss"] > 0 for h in history[1:])
     assert float_acc > 0.9
     assert after >= float_acc - tolerance
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_quant_reference import MODELS, randomise
 from torch import nn
 
-from snntorch_weighted import quant
+from snntorch_weighted import WeightedLeaky, quant
 from snntorch_weighted.convert import convert
+from snntorch_weighted.layers import SpikeMaxPool2d
 from snntorch_weighted.radix_convert import convert_radix
 from snntorch_weighted.simulate import radix_shortcut, simulate
 
@@ -125,3 +128,97 @@ def test_shortcut_cache_follows_the_weights() -> None:
         neuron.bias.add_(5.0)  # shows in the pipeline filling: deeper layers see new codes
         next(snn.graph.parameters()).mul_(-1)
     assert_same(radix_shortcut(snn, x[:2]), simulate(snn, x[:2], fold=False))
+
+
+# --------------------------------------------------------------------------- multi-step modules
+
+
+def _stepped(module: nn.Module, inputs: torch.Tensor):
+    """``forward`` called once per step (the reference for ``forward_steps``), stacked."""
+    outs = [module(x) for x in inputs]
+    if isinstance(outs[0], tuple):
+        return tuple(torch.stack(parts) for parts in zip(*outs))
+    return torch.stack(outs)
+
+
+def _assert_equal_outputs(a, b) -> None:
+    a, b = (a,) if isinstance(a, torch.Tensor) else a, (b,) if isinstance(b, torch.Tensor) else b
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), steps=st.integers(1, 12), phases=st.integers(1, 6),
+       beta=st.sampled_from([1.0, 0.75]), threshold=st.sampled_from([1.0, 0.6, "per-neuron"]),
+       graded=st.sampled_from([1.0, 2.5]), fire=st.booleans(), output=st.booleans(),
+       reset_mechanism=st.sampled_from(["subtract", "zero"]), split=st.integers(0, 12))
+def test_weighted_leaky_forward_steps_equals_stepping(
+    seed, steps, phases, beta, threshold, graded, fire, output, reset_mechanism, split
+) -> None:
+    g = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(steps, 3, 5, generator=g)
+    thr = torch.rand(5, generator=g) + 0.2 if threshold == "per-neuron" else threshold
+    a, b = (WeightedLeaky(num_phases=phases, beta=beta, threshold=thr, init_hidden=True,
+                          output=output or not fire, fire=fire, skip_periods=1,
+                          graded_spikes_factor=graded, reset_mechanism=reset_mechanism)
+            for _ in range(2))  # fmt: skip
+    split = min(max(split, 1), steps - 1) if steps > 1 else 1  # two blocks when steps > 1
+    with torch.no_grad():
+        expected = _stepped(a, inputs)
+        blocks = [b.forward_steps(blk) for blk in (inputs[:split], inputs[split:]) if len(blk)]
+    got = (torch.cat(blocks) if isinstance(blocks[0], torch.Tensor)
+           else tuple(torch.cat(p) for p in zip(*blocks)))  # fmt: skip
+    _assert_equal_outputs(got, expected)
+    assert torch.equal(a.mem, b.mem) and int(a.step) == int(b.step) == steps
+    with pytest.raises(ValueError, match="time-first"):
+        b.forward_steps(inputs[:0])
+
+
+def test_weighted_leaky_notices_a_changed_beta() -> None:
+    neuron = WeightedLeaky(num_phases=2, init_hidden=True)
+    x = torch.ones(4, 1, 3)
+    with torch.no_grad():
+        neuron.forward_steps(x)
+        neuron.beta.fill_(0.5)  # in place: the cached "beta == 1" must not be trusted
+        neuron.reset_mem()
+        got = neuron.forward_steps(x)
+    reference = WeightedLeaky(num_phases=2, beta=0.5, init_hidden=True)
+    with torch.no_grad():
+        assert torch.equal(got, _stepped(reference, x))
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**16), steps=st.integers(1, 10), weighted=st.booleans(),
+       batched=st.booleans(), split=st.integers(0, 10))
+def test_spike_maxpool_forward_steps_equals_stepping(seed, steps, weighted, batched, split):
+    g = torch.Generator().manual_seed(seed)
+    shape = (steps, 2, 3, 6, 6) if batched else (steps, 3, 6, 6)
+    inputs = (torch.rand(shape, generator=g) < 0.4).float()
+    a, b = (SpikeMaxPool2d(2, weighted=weighted, num_phases=3) for _ in range(2))
+    split = min(max(split, 1), steps - 1) if steps > 1 else 1  # two blocks when steps > 1
+    expected = _stepped(a, inputs)
+    got = torch.cat([b.forward_steps(block) for block in (inputs[:split], inputs[split:])
+                     if len(block)])  # fmt: skip
+    assert torch.equal(got, expected)
+    assert torch.equal(a.acc, b.acc) and int(a.step) == int(b.step)
+    with pytest.raises(ValueError, match="at least one step"):
+        b.forward_steps(inputs[:0])
+
+
+def test_folded_runner_counts_blocks_like_the_hooks() -> None:
+    """The folded runner bypasses per-step hooks; its block counts equal the loop's."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(64, 5))  # fmt: skip
+    x = torch.rand(3, 1, 8, 8)
+    snn = convert(model, x, num_phases=4)
+    loop = simulate(snn, x, 13, fold=False, record_layers=True)
+    folded = simulate(snn, x, 13, fold=True, chunk_size=5, record_layers=True)
+    assert folded.folded and not loop.folded
+    assert torch.equal(folded.mem, loop.mem)
+    for name in loop.spikes:
+        assert torch.equal(folded.spikes[name], loop.spikes[name]), name
+        assert torch.equal(folded.layer_trains[name], loop.layer_trains[name]), name
+    for name in loop.synops:
+        assert torch.equal(folded.synops[name], loop.synops[name]), name
