@@ -15,7 +15,8 @@ For each network (``--nets``, default ``net4 resnet20``):
    Table 2; a lower bound ``>`` when rate coding does not get there within its window) and Kim's
    early decision (Algorithm 1) on the weighted run.
 3. **Radix** (Wang et al.): for each T in ``--bits``: ``quant.prepare`` + a short
-   ``quant.finetune`` (cached), accuracy of the quantised twin on the test subset,
+   ``quant.finetune`` (distilling the float ANN, best epoch on held-out training images,
+   cached), float and quantised accuracy on ``--radix-test-size`` test images (all 10,000),
    ``convert(coding="radix")``, bit-exact agreement of the SNN's output integers with the twin's
    (``--exact-size`` images) and operation counts (measured SynOps of one pipelined period vs the
    ANN's MACs).
@@ -48,6 +49,7 @@ from _accuracy import (  # noqa: E402
     command_line,
     curve_rows,
     decision_rows,
+    finetune_recipe,
     net_plots,
     pct,
     radix_benchmark,
@@ -87,11 +89,13 @@ TRAIN_LR = 0.1
 FINETUNE_LR = 1e-4
 FULL = {"train_size": 12000, "epochs": 4, "test_size": 500, "snn_size": 100,
         "weighted_steps": 128, "weighted_steps_deep": 384, "skip": 2, "skip_deep": 16,
-        "rate_steps": 512, "finetune_size": 2000, "exact_size": 100,
+        "rate_steps": 512, "finetune_size": 5000, "finetune_epochs": 2, "finetune_val": 2000,
+        "radix_test_size": 10000, "exact_size": 100,
         "exact_size_deep": 20, "calib_size": 1000}  # fmt: skip
 QUICK = {"train_size": 2000, "epochs": 1, "test_size": 100, "snn_size": 50,
          "weighted_steps": 48, "weighted_steps_deep": 64, "skip": 2, "skip_deep": 4,
-         "rate_steps": 96, "finetune_size": 256, "exact_size": 20,
+         "rate_steps": 96, "finetune_size": 256, "finetune_epochs": 1, "finetune_val": 200,
+         "radix_test_size": 100, "exact_size": 20,
          "exact_size_deep": 10, "calib_size": 200}  # fmt: skip
 
 
@@ -116,7 +120,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     size("--skip", "output periods Net4's weighted SNN skips (Kim et al. section 5.1)")
     size("--skip-deep", "output periods ResNet-20's weighted SNN skips")
     size("--rate-steps", "rate SNN time steps")
-    size("--finetune-size", "training images for the radix STE fine-tuning (1 epoch)")
+    size("--finetune-size", "training images for the radix STE fine-tuning")
+    size("--finetune-epochs", "epochs of the radix STE fine-tuning")
+    size("--finetune-val", "other training images that pick the fine-tuning's best epoch")
+    size("--radix-test-size", "test images for the float / quantised accuracies of the radix part")
     size("--exact-size", "test images simulated by Net4's radix SNN (bit-exactness check)")
     size("--exact-size-deep", "the same for ResNet-20, whose radix latency is 20 T steps")
     size("--calib-size", "training images for normalisation / clip calibration")
@@ -240,14 +247,16 @@ def radix_section(rows: list[dict[str, Any]], args, tag: str) -> str:
         ann_acc={r["net"]: r["float_accuracy"] for r in rows},
         title="CIFAR-10: radix (T-bit) accuracy after short STE fine-tuning",
     )  # fmt: skip
-    head = ["net", "T", f"float ANN, {args.test_size} imgs (%)", "quantised, no fine-tuning (%)",
-            "fine-tuned (%)", "delta vs float (%p)", "radix SNN imgs", "radix SNN acc (%)",
+    head = ["net", "T", f"float ANN, {args.radix_test_size} imgs (%)",
+            "quantised, no fine-tuning (%)", "fine-tuned (%)", "kept epoch", "delta vs float (%p)",
+            "radix SNN imgs", "radix SNN acc (%)",
             "twin acc, same imgs (%)", "bit-exact (%)", "latency (steps)", "spikes/img/period",
             "SynOps/img (measured)",
             "ops/img eq. 24", "ANN MACs/img", "SynOps / MACs"]  # fmt: skip
     table = [[r["net"], r["bits"], pct(r["float_accuracy"]), pct(r["ptq_accuracy"]),
-              pct(r["accuracy"]), f"{100 * (r['accuracy'] - r['float_accuracy']):+.2f}",
-              r["snn_images"], pct(r["snn_accuracy"]), pct(r["twin_accuracy_same_images"]),
+              pct(r["accuracy"]), r["kept_epoch"],
+              f"{100 * (r['accuracy'] - r['float_accuracy']):+.2f}", r["snn_images"],
+              pct(r["snn_accuracy"]), pct(r["twin_accuracy_same_images"]),
               pct(r["agreement"]), r["latency"],
               float(r["spikes_per_period"]), float(r["synops_per_period"]), r["eq24_ops"],
               r["ann_macs"], f"{r['synops_per_period'] / r['ann_macs']:.2f}"]
@@ -255,11 +264,13 @@ def radix_section(rows: list[dict[str, Any]], args, tag: str) -> str:
     return "\n\n".join([
         "### Radix encoding (Wang et al.)",
         f"For each T: `quant.prepare` (8-bit weights, clips at the 99.99th percentile of "
-        f"{args.calib_size} training images), `quant.finetune` for 1 epoch on "
-        f"{args.finetune_size} training images (AdamW, lr {FINETUNE_LR:g}, batch 64, no "
-        f"augmentation), accuracy of the quantised twin on the {args.test_size} test images, "
+        f"{args.calib_size} training images), "
+        + finetune_recipe(args.finetune_size, args.finetune_epochs, FINETUNE_LR,
+                          args.finetune_val) + ", no augmentation; "
+        f"float and quantised accuracies on {args.radix_test_size} test images, "
         f"then `convert(coding=\"radix\")` and `simulate` for the SNN's latency on the first "
-        f"{args.exact_size} of them (ResNet-20: {args.exact_size_deep}; its radix latency is "
+        f"{args.exact_size} of the {args.test_size}-image test subset (ResNet-20: "
+        f"{args.exact_size_deep}; its radix latency is "
         f"20 T steps). *Bit-exact* = fraction of images whose SNN output integers "
         "equal the twin's (`quant.integer_activations`, float64). Operation counts per image: "
         "*measured* SynOps = spikes x fan-out in one pipelined period (every source carrying "
@@ -332,7 +343,8 @@ def comparison_text(nets: dict[str, dict[str, Any]], anns: dict[str, dict[str, A
     lines.append(
         f"- **Radix**, fine-tuned accuracy minus float ANN: {deltas}. Wang et al. report 0 %p "
         "at T=8 and about -1.6 %p at T=4 (VGG-16, CIFAR-10, fine-tuned to convergence); here "
-        f"the fine-tuning is one epoch on {args.finetune_size} images. The radix SNN "
+        f"the fine-tuning is {args.finetune_epochs} epoch(s) on {args.finetune_size} images "
+        "(distilling the float ANN, best held-out epoch kept). The radix SNN "
         f"reproduces the quantised model's output integers on {'all' if exact else 'NOT all'} "
         "checked images."
     )
@@ -350,9 +362,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.perf_counter()
     train_full = load_cifar10(args.data_root, "train")
     train_set = subset(train_full, args.train_size, seed=args.seed)
-    ft_set = subset(train_full, args.finetune_size, seed=args.seed + 1)
+    ft_x, ft_y = as_tensors(train_full, args.finetune_size + args.finetune_val, seed=args.seed + 1)
+    n_ft = args.finetune_size
+    ft_set, val_set = (ft_x[:n_ft], ft_y[:n_ft]), (ft_x[n_ft:], ft_y[n_ft:])
     calib, _ = as_tensors(train_full, args.calib_size, seed=args.seed + 2)
-    x, y = as_tensors(load_cifar10(args.data_root, "test"), args.test_size, seed=args.seed)
+    test_full = load_cifar10(args.data_root, "test")
+    x, y = as_tensors(test_full, args.test_size, seed=args.seed)
+    radix_test = as_tensors(test_full, args.radix_test_size, seed=args.seed)
     xs, ys = x[: args.snn_size], y[: args.snn_size]
     anns: dict[str, dict[str, Any]] = {}
     nets: dict[str, dict[str, Any]] = {}
@@ -369,10 +385,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         nets[name] = {"coding": coding}
         ann_key = json.dumps(info["checkpoint_config"], sort_keys=True)
         n_exact = args.exact_size_deep if name == "resnet20" else args.exact_size
-        data = {"calib": calib, "ft_set": ft_set, "test": (x, y),
+        data = {"calib": calib, "ft_set": ft_set, "val": val_set, "test": radix_test,
                 "exact": (x[:n_exact], y[:n_exact])}  # fmt: skip
-        radix += radix_benchmark(name, model, args, data, anns[name]["test_acc"],
-                                 (ann_key, "cifar10"), (args.finetune_size, 1),
+        anns[name]["radix_test_acc"] = evaluate(model, radix_test)
+        radix += radix_benchmark(name, model, args, data, anns[name]["radix_test_acc"],
+                                 (ann_key, "cifar10"), (args.finetune_size, args.finetune_epochs),
                                  FINETUNE_LR)  # fmt: skip
     minutes = (time.perf_counter() - started) / 60
     body = [

@@ -53,6 +53,8 @@ INPUT = "input"
 
 _PASS_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.ReLU)
 _IDENTITY_MODULES = (Scale, nn.BatchNorm1d, nn.BatchNorm2d)
+DEFER_BYTES = 4 * 2**20
+"""Spikes a deferred counting hook collects per module before counting them as one block."""
 
 
 def is_stateful(module: nn.Module) -> bool:
@@ -257,10 +259,14 @@ def fanout(graph: fx.GraphModule, example_step: Tensor) -> dict[str, Tensor]:
 class SpikeRecorder:
     """Forward hooks that count spikes and SynOps per step, on device, with no host sync.
 
-    Use as a context manager around the steps. Each call of a watched module costs a sum and a
-    matrix-vector product of its flattened spikes ``[B, N]`` (spike count; SynOps with the
-    fan-out ``f``), per sample (a sum and a product with a contiguous vector are several times
-    faster than one product with an ``[N, 2]`` matrix at batch 1). Spikes are taken as 0/1
+    Use as a context manager around the steps. Spikes are counted with a sum and a
+    matrix-vector product of the flattened spikes ``[t, B, N]`` (spike count; SynOps with the
+    fan-out ``f``), per step and sample (a sum and a product with a contiguous vector are several
+    times faster than one product with an ``[N, 2]`` matrix at batch 1). For modules whose outputs
+    are fresh tensors (neurons, ``SpikeMaxPool2d``) the hook only keeps the step's spikes and
+    counts them in blocks of about ``DEFER_BYTES`` (fewer kernel launches per step); other
+    modules are counted at every call. :meth:`observe` counts a block given directly (the
+    time-folded runner, where no per-step hook fires). Spikes are taken as 0/1
     (graded spikes of a neuron with ``graded_spikes_factor != 1`` are counted as ``!= 0``). The
     product runs in float32 when it is exact there (``N < 2**24`` and ``sum(f) < 2**24``, so no
     partial sum can round), else in float64. :meth:`stacked` returns ``[T, B]`` tensors.
@@ -292,6 +298,7 @@ class SpikeRecorder:
         self._binary = {n: _is_binary(m) for n, m in modules.items()}
         self._weights: dict[str, Tensor] = {}
         self._handles: list[Any] = []
+        self._pending: dict[str, list[Tensor]] = {}
 
     def _weight(self, name: str, flat: Tensor) -> Tensor:
         """The fan-out ``[N]`` of one module in the counting dtype (built on its first call)."""
@@ -328,10 +335,28 @@ class SpikeRecorder:
             self.trains[name].append(block if steps is not None else block.clone())
 
     def _hook(self, name: str):
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            self.observe(name, output)
+        if not _fresh_outputs(self.modules[name]):
 
-        return hook
+            def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+                self.observe(name, output)
+
+            return hook
+
+        def deferred(module: nn.Module, inputs: Any, output: Any) -> None:
+            spk = (output[0] if isinstance(output, (tuple, list)) else output).detach()
+            pending = self._pending.setdefault(name, [])
+            pending.append(spk)
+            if len(pending) * spk.numel() * spk.element_size() >= DEFER_BYTES:
+                self._flush(name)
+
+        return deferred
+
+    def _flush(self, name: str) -> None:
+        """Count the steps a deferred hook has collected, as one block."""
+        pending = self._pending.get(name)
+        if pending:
+            self.observe(name, torch.stack(pending), steps=len(pending))
+            pending.clear()
 
     def __enter__(self) -> SpikeRecorder:
         for name, module in self.modules.items():
@@ -342,9 +367,13 @@ class SpikeRecorder:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        for name in list(self._pending):
+            self._flush(name)
 
     def stacked(self) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
         """``(spikes, synops, trains)``: per-name ``[T, B]`` counts (``long``) and spike trains."""
+        for name in list(self._pending):
+            self._flush(name)
         spikes, synops, trains = {}, {}, {}
         for name, values in self.records.items():
             if not values:
@@ -357,6 +386,13 @@ class SpikeRecorder:
             if values:
                 trains[name] = torch.cat(values)
         return spikes, synops, trains
+
+
+def _fresh_outputs(module: nn.Module) -> bool:
+    """Whether every call returns new spike tensors, never changed afterwards, so a hook may
+    keep them and count several steps at once: the neurons and ``SpikeMaxPool2d`` (a radix
+    ``Delay`` may hand out views of its ring buffer, and unknown modules are not trusted)."""
+    return is_neuron(module) or isinstance(module, SpikeMaxPool2d)
 
 
 def _is_binary(module: nn.Module) -> bool:

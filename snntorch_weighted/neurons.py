@@ -234,23 +234,23 @@ class WeightedLeaky(_ClockedLeaky):
         return (self._reset_mechanism == "subtract" and not self.state_quant
                 and not self._needs_grad(input_))  # fmt: skip
 
-    def _integrate(self, mem: Tensor, current: Tensor) -> Tensor:
-        """:math:`\beta V + \text{current}` (``beta`` clamped to [0, 1]; skipped when 1)."""
+    def _integrate(self, mem: Tensor, w: Tensor, input_: Tensor) -> Tensor:
+        r""":math:`\beta V + w I` in one fused kernel (``beta`` clamped to [0, 1]; its
+        multiplication skipped when it is 1). ``w I`` is exact (``w`` is a power of two)."""
         if self._is_unit("beta", clamp=True):
-            return mem + current
-        return self.beta.clamp(0, 1) * mem + current
+            return torch.addcmul(mem, w, input_)
+        return torch.addcmul(self.beta.clamp(0, 1) * mem, w, input_)
 
     def forward(self, input_: Tensor, mem: Tensor | None = None):
         clock = self._begin_step(input_, mem)
         w = self.phase_weight(clock, input_.dtype)
         if not self.fire_spikes:
             active = clock >= self.skip_periods * self.num_phases
-            current = torch.where(active, w, torch.zeros_like(w)) * input_
-            new_mem = self._integrate(self.mem, current)
+            new_mem = self._integrate(self.mem, torch.where(active, w, torch.zeros_like(w)), input_)
             return self._end_step(torch.zeros_like(new_mem), new_mem, clock)
         if self._fast(input_):
             # same values as below: V - w*theta >= 0 iff V >= w*theta, w*I is exact (w = 2^-k)
-            new_mem = self._integrate(self.mem, w * input_)
+            new_mem = self._integrate(self.mem, w, input_)
             threshold = w * self.threshold
             spk = torch.ge(new_mem, threshold, out=torch.empty_like(new_mem))
             new_mem = torch.addcmul(new_mem, spk, threshold, value=-1)
@@ -271,8 +271,8 @@ class WeightedLeaky(_ClockedLeaky):
     def forward_steps(self, inputs: Tensor):
         r"""``t`` steps at once (see :meth:`_ClockedLeaky.forward_steps`), identical results.
 
-        The weighted currents :math:`\omega(t) I(t)` of all steps are one multiplication; per step
-        remain an add, a compare and a fused reset (three kernels; the integrator: one).
+        The phase weights of the block are computed once; per step run the same fused kernels as
+        :meth:`forward` (integrate, compare, reset: three kernels; the integrator: one).
         """
         _check_block(inputs)
         if not (self._fast(inputs) or not self.fire_spikes):
@@ -284,12 +284,11 @@ class WeightedLeaky(_ClockedLeaky):
         if not self.fire_spikes:
             w = torch.where(clock + offsets >= self.skip_periods * self.num_phases, w, 0)
         w = w.view(steps, *[1] * (inputs.dim() - 1))
-        current = inputs * w
         mems = torch.empty_like(inputs) if self.output or not self.init_hidden else None
         mem = self.mem
         if not self.fire_spikes:
             for t in range(steps):
-                mem = self._integrate(mem, current[t])
+                mem = self._integrate(mem, w[t], inputs[t])
                 if mems is not None:
                     mems[t] = mem
             spikes = torch.zeros_like(inputs)
@@ -298,7 +297,7 @@ class WeightedLeaky(_ClockedLeaky):
         threshold = w * self.threshold
         spikes = torch.empty_like(inputs)
         for t in range(steps):
-            mem = self._integrate(mem, current[t])
+            mem = self._integrate(mem, w[t], inputs[t])
             torch.ge(mem, threshold[t], out=spikes[t])
             mem.addcmul_(spikes[t], threshold[t], value=-1)  # mem is this step's own tensor
             if mems is not None:
