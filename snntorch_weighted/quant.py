@@ -955,8 +955,8 @@ def finetune(
         if show:
             from tqdm.auto import tqdm
 
-            tqdm.write(f"finetune epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f}, "
-                       f"val acc {record['val_acc']:.4f}")
+            val = "" if val_data is None else f", val acc {record['val_acc']:.4f}"
+            tqdm.write(f"finetune epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f}{val}")
     if best is not None:
         gm.load_state_dict(best[2])
         for record in history:

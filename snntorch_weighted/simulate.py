@@ -18,7 +18,10 @@ period ends (steps ``k * T``, 1-based) and held until the next one (zeros before
 instead walks the graph node by node over a block of ``t`` steps: stateless nodes (``Linear``,
 ``Conv``, pooling, ``Flatten``, ``add``, ``Scale``) run once on the block with time folded into
 the batch (``[t * B, ...]``), stateful modules (neurons, spike max-pool: anything with a
-``reset_mem``) loop over the ``t`` steps. Both orders compute the same numbers because every node's
+``reset_mem``) step through the ``t`` steps: through their ``forward_steps(x[t, B, ...])`` when
+they have one (the package's neurons and clocked layers: the same kernels as ``forward`` per step
+without the per-call overhead; ``SpikeMaxPool2d`` pools the whole block at once), else by calling
+the module once per step. Both orders compute the same numbers because every node's
 output at step t depends only on its inputs at step t and its own state. The results are
 bit-identical to the step loop whenever every weight layer's output row does not depend on how many
 rows it is computed with. That always holds when the sums are exact (radix nets in float64,
@@ -46,8 +49,11 @@ is computed per period on integer codes instead of per step; only on request.
 first weight layer's currents) is computed for one period and gathered by phase for every block.
 
 **Counting** (:class:`~snntorch_weighted.metrics.SpikeRecorder`): forward hooks on the hidden
-neurons and routing layers (spike max-pool, delays) add two matrix-vector products per call, on
-device, with no host sync; input spikes and their SynOps are counted from the encoded train.
+neurons and routing layers (spike max-pool, delays) count spikes and SynOps (a sum and a
+matrix-vector product) on device, with no host sync; neurons and spike max-pools hand their
+spikes to the recorder, which counts them in blocks of steps; ``forward_steps`` blocks of the
+folded runner are counted directly (no per-step hooks fire there, so use ``fold=False`` to see
+every step in hooks of your own). Input spikes and their SynOps are counted from the encoded train.
 Spike totals exclude the input; SynOps totals include the input layer's.
 """
 

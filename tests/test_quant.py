@@ -255,6 +255,57 @@ def test_bad_input_raises_clear_errors() -> None:
         twin(x - 0.5)
 
 
+def test_distillation_loss_matches_the_formula() -> None:
+    """tau^2 KL(softmax(z_t / tau) || softmax(z_s / tau)), computed by hand in float64."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    teacher = nn.Linear(4, 3).double()
+    student = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    for tau in (1.0, 3.0):
+        with torch.no_grad():
+            p = torch.softmax(teacher(x) / tau, 1)
+        log_q = torch.log_softmax(student / tau, 1)
+        expected = tau**2 * (p * (p.log() - log_q)).sum(1).mean()
+        got = quant._finetune_loss(student, x, torch.zeros(6, dtype=torch.long), teacher, tau)
+        assert torch.allclose(got, expected, rtol=1e-12)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    assert torch.equal(quant._finetune_loss(student, x, labels, None, 1.0),
+                       nn.functional.cross_entropy(student, labels))
+
+
+def test_finetune_with_teacher_keeps_the_best_epoch(digits) -> None:
+    model, train, test = digits
+    twin = quant.twin(quant.prepare(copy.deepcopy(model), num_bits=4,
+                                    calibration_data=train.tensors[0][:200]))  # fmt: skip
+    start = copy.deepcopy(twin.state_dict())
+    val = (train.tensors[0][:300], train.tensors[1][:300])
+    # a learning rate that wrecks the model: keep_best must restore the state of epoch 0
+    history = quant.finetune(twin, train, epochs=1, lr=5.0, val_data=val, teacher=model,
+                             keep_best=True, progress=False, optimizer="sgd")  # fmt: skip
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert history[1]["val_acc"] < history[0]["val_acc"]
+    assert [h["kept"] for h in history] == [True, False]
+    assert all(torch.equal(v, start[k]) for k, v in twin.state_dict().items())
+    assert evaluate(twin, val) == history[0]["val_acc"]
+    # a sensible one: distillation keeps the twin at the float model's accuracy
+    history = quant.finetune(twin, train, epochs=2, lr=3e-4, val_data=val, teacher=model,
+                             keep_best=True, progress=False)  # fmt: skip
+    assert sum(h["kept"] for h in history) == 1
+    assert evaluate(twin, test) >= evaluate(model, test) - 0.012
+
+
+def test_finetune_argument_errors(digits) -> None:
+    model, train, _ = digits
+    prepared = quant.prepare(copy.deepcopy(model), num_bits=4,
+                             calibration_data=train.tensors[0][:64])  # fmt: skip
+    with pytest.raises(ValueError, match="teacher is the model being fine-tuned"):
+        quant.finetune(prepared, train, epochs=1, teacher=prepared, progress=False)
+    with pytest.raises(ValueError, match="keep_best=True needs val_data"):
+        quant.finetune(prepared, train, epochs=1, keep_best=True, progress=False)
+    with pytest.raises(ValueError, match="temperature"):
+        quant.finetune(prepared, train, epochs=1, teacher=model, temperature=0, progress=False)
+
+
 # ----------------------------------------------------------------------------- DDP
 
 
