@@ -126,7 +126,7 @@ class SpikeMaxPool2d(ClockedLayer):
         self.begin_step(x)
         if self.weighted:
             w = torch.exp2(-(1 + self.step % self.num_phases).to(x.dtype))
-            self.acc = self.acc + w * x
+            self.acc = torch.addcmul(self.acc, w, x)  # w * x is exact (w = 2^-k)
         else:
             self.acc = self.acc + x
         self.step = self.step + 1
@@ -143,15 +143,17 @@ class SpikeMaxPool2d(ClockedLayer):
                              f"[t, B, C, H, W] or [t, C, H, W], got {inputs.shape}")
         steps = inputs.shape[0]
         clock = self.begin_step(inputs[0])
-        current = inputs
+        w = None
         if self.weighted:
             offsets = torch.arange(steps, device=inputs.device)
             w = torch.exp2(-(1 + (clock + offsets) % self.num_phases).to(inputs.dtype))
-            current = inputs * w.view(steps, *[1] * (inputs.dim() - 1))
         accs = torch.empty_like(inputs)
         acc = self.acc
-        for t in range(steps):
-            acc = torch.add(acc, current[t], out=accs[t])
+        for t in range(steps):  # the same kernel per step as forward
+            if w is None:
+                acc = torch.add(acc, inputs[t], out=accs[t])
+            else:
+                acc = torch.addcmul(acc, w[t], inputs[t], out=accs[t])
         self.acc = acc.clone()
         self.step = clock + steps
         fold = inputs.flatten(0, 1) if inputs.dim() == 5 else inputs
