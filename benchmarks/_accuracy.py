@@ -49,6 +49,7 @@ __all__ = [
     "save_json",
     "train_or_load",
     "finetune_recipe",
+    "held_out",
 ]
 
 
@@ -250,11 +251,11 @@ def radix_benchmark(
     """Prepare + fine-tune + convert for each T in ``args.bits``: accuracies, bit-exactness, ops.
 
     ``data`` holds ``calib`` (calibration images), ``ft_set`` (fine-tuning set), ``val``
-    (held-out training images: the fine-tuning keeps the epoch, 0 = no fine-tuning, with the best
-    accuracy there), ``test`` (anything :func:`~snntorch_weighted.train.evaluate` takes) and
-    ``exact`` (``(x, y)`` for the radix SNN). ``cache`` is ``(ANN cache key, checkpoint name
-    prefix)``, ``finetune_size`` is ``(samples, epochs)`` of the fine-tuning, ``lr`` its learning
-    rate. The fine-tuning distils the float ANN (``quant.finetune(teacher=...)``).
+    (held-out training images, evaluated before and after every epoch), ``test`` (anything
+    :func:`~snntorch_weighted.train.evaluate` takes) and ``exact`` (``(x, y)`` for the radix
+    SNN). ``cache`` is ``(ANN cache key, checkpoint name prefix)``, ``finetune_size`` is
+    ``(samples, epochs)`` of the fine-tuning, ``lr`` its learning rate. The fine-tuning distils
+    the float ANN (``quant.finetune(teacher=...)``).
     """
     ann_key, prefix = cache
     samples, epochs = finetune_size
@@ -266,13 +267,13 @@ def radix_benchmark(
                                  calibration_data=data["calib"])  # fmt: skip
         ptq_acc = evaluate(prepared, data["test"])
         config = {"ann": ann_key, "bits": bits, "samples": samples, "epochs": epochs, "lr": lr,
-                  "seed": args.seed, "teacher": "float ANN", "keep_best": len(data["val"][1])}
+                  "seed": args.seed, "teacher": "float ANN"}  # fmt: skip
 
         def finetune(m: nn.Module) -> dict[str, Any]:
             start = time.perf_counter()
             hist = quant.finetune(m, data["ft_set"], epochs=epochs, lr=lr, device=args.device,
                                   progress=False, seed=args.seed, val_data=data["val"],
-                                  teacher=copy.deepcopy(model), keep_best=True)  # fmt: skip
+                                  teacher=copy.deepcopy(model))  # fmt: skip
             return {"history": hist, "seconds": time.perf_counter() - start}
 
         prepared, info, cached = load_or_train(
@@ -280,14 +281,13 @@ def radix_benchmark(
             args.retrain,
         )  # fmt: skip
         qat_acc = evaluate(prepared, data["test"])
-        kept = [h["epoch"] for h in info["history"] if h.get("kept")]
         row = {"net": name, "bits": bits, "ptq_accuracy": ptq_acc, "accuracy": qat_acc,
                "finetune_seconds": info.get("seconds"), "cached": cached,
-               "float_accuracy": float_acc, "kept_epoch": kept[0] if kept else None,
+               "float_accuracy": float_acc,
                "val_history": [h["val_acc"] for h in info["history"]]}  # fmt: skip
         row.update(radix_exactness(prepared, x, y, macs))
-        log(f"[{name}] radix T={bits}: PTQ {ptq_acc:.4f}, fine-tuned {qat_acc:.4f} (kept epoch "
-            f"{row['kept_epoch']}), "
+        log(f"[{name}] radix T={bits}: PTQ {ptq_acc:.4f}, fine-tuned {qat_acc:.4f} (held-out "
+            f"{row['val_history'][0]:.4f} -> {row['val_history'][-1]:.4f}), "
             f"bit-exact {row['agreement']:.4f} ({row['sim_seconds']:.0f} s)")  # fmt: skip
         rows.append(row)
     return rows
@@ -297,8 +297,14 @@ def finetune_recipe(samples: int, epochs: int, lr: float, val: int) -> str:
     """One sentence describing the fine-tuning of :func:`radix_benchmark` (for the reports)."""
     return (f"`quant.finetune` for {epochs} epoch(s) on {samples} training images (AdamW, lr "
             f"{lr:g}, batch 64, cosine, distilling the float ANN: KL divergence of the softmax "
-            f"outputs, temperature 1), keeping the epoch with the best accuracy on {val} other "
-            "training images (`keep_best=True`; *kept epoch* 0 = the un-fine-tuned model)")
+            f"outputs, temperature 1; *held-out* = accuracy on {val} other training images "
+            "before / after)")
+
+
+def held_out(row: dict[str, Any]) -> str:
+    """``"before / after"`` held-out accuracy (%) of a radix row."""
+    hist = row["val_history"]
+    return f"{100 * hist[0]:.2f} / {100 * hist[-1]:.2f}"
 
 
 def radix_exactness(prepared: nn.Module, x: Tensor, y: Tensor, macs: int) -> dict[str, Any]:

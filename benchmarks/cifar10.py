@@ -15,8 +15,8 @@ For each network (``--nets``, default ``net4 resnet20``):
    Table 2; a lower bound ``>`` when rate coding does not get there within its window) and Kim's
    early decision (Algorithm 1) on the weighted run.
 3. **Radix** (Wang et al.): for each T in ``--bits``: ``quant.prepare`` + a short
-   ``quant.finetune`` (distilling the float ANN, best epoch on held-out training images,
-   cached), float and quantised accuracy on ``--radix-test-size`` test images (all 10,000),
+   ``quant.finetune`` (distilling the float ANN, cached), float and quantised accuracy on
+   ``--radix-test-size`` test images (all 10,000),
    ``convert(coding="radix")``, bit-exact agreement of the SNN's output integers with the twin's
    (``--exact-size`` images) and operation counts (measured SynOps of one pipelined period vs the
    ANN's MACs).
@@ -50,6 +50,7 @@ from _accuracy import (  # noqa: E402
     curve_rows,
     decision_rows,
     finetune_recipe,
+    held_out,
     net_plots,
     pct,
     radix_benchmark,
@@ -122,7 +123,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     size("--rate-steps", "rate SNN time steps")
     size("--finetune-size", "training images for the radix STE fine-tuning")
     size("--finetune-epochs", "epochs of the radix STE fine-tuning")
-    size("--finetune-val", "other training images that pick the fine-tuning's best epoch")
+    size("--finetune-val", "other training images, evaluated before / after the fine-tuning")
     size("--radix-test-size", "test images for the float / quantised accuracies of the radix part")
     size("--exact-size", "test images simulated by Net4's radix SNN (bit-exactness check)")
     size("--exact-size-deep", "the same for ResNet-20, whose radix latency is 20 T steps")
@@ -248,13 +249,14 @@ def radix_section(rows: list[dict[str, Any]], args, tag: str) -> str:
         title="CIFAR-10: radix (T-bit) accuracy after short STE fine-tuning",
     )  # fmt: skip
     head = ["net", "T", f"float ANN, {args.radix_test_size} imgs (%)",
-            "quantised, no fine-tuning (%)", "fine-tuned (%)", "kept epoch", "delta vs float (%p)",
+            "quantised, no fine-tuning (%)", "fine-tuned (%)", "held-out before / after (%)",
+            "delta vs float (%p)",
             "radix SNN imgs", "radix SNN acc (%)",
             "twin acc, same imgs (%)", "bit-exact (%)", "latency (steps)", "spikes/img/period",
             "SynOps/img (measured)",
             "ops/img eq. 24", "ANN MACs/img", "SynOps / MACs"]  # fmt: skip
     table = [[r["net"], r["bits"], pct(r["float_accuracy"]), pct(r["ptq_accuracy"]),
-              pct(r["accuracy"]), r["kept_epoch"],
+              pct(r["accuracy"]), held_out(r),
               f"{100 * (r['accuracy'] - r['float_accuracy']):+.2f}", r["snn_images"],
               pct(r["snn_accuracy"]), pct(r["twin_accuracy_same_images"]),
               pct(r["agreement"]), r["latency"],
@@ -344,7 +346,7 @@ def comparison_text(nets: dict[str, dict[str, Any]], anns: dict[str, dict[str, A
         f"- **Radix**, fine-tuned accuracy minus float ANN: {deltas}. Wang et al. report 0 %p "
         "at T=8 and about -1.6 %p at T=4 (VGG-16, CIFAR-10, fine-tuned to convergence); here "
         f"the fine-tuning is {args.finetune_epochs} epoch(s) on {args.finetune_size} images "
-        "(distilling the float ANN, best held-out epoch kept). The radix SNN "
+        "(distilling the float ANN). The radix SNN "
         f"reproduces the quantised model's output integers on {'all' if exact else 'NOT all'} "
         "checked images."
     )

@@ -12,7 +12,7 @@ For each network (``--nets``, default ``net1 net2``):
    rate / weighted latency and spike ratios (Kim Table 2) and the early-decision trade-off
    (Kim Fig. 12, Algorithm 1 on the K = 8 run with one skipped period).
 3. **Radix** (Wang et al.): for each T in ``--bits``: ``quant.prepare`` + ``quant.finetune`` (short,
-   distilling the float ANN, best epoch on held-out training images,
+   distilling the float ANN,
    cached), test accuracy of the quantised twin, ``convert(coding="radix")``, bit-exact agreement
    of the SNN's output integers with the twin's on a test subset, and operation counts: measured
    event-driven SynOps of one pipelined period, Wang eq. 24 (``sum N*M*T`` = ANN MACs x T) and the
@@ -47,6 +47,7 @@ from _accuracy import (  # noqa: E402
     curve_rows,
     decision_rows,
     finetune_recipe,
+    held_out,
     net_plots,
     pct,
     radix_benchmark,
@@ -82,7 +83,7 @@ SCRIPT = "benchmarks/fashion_mnist.py"  # for the command line in the report
 NETS: dict[str, Callable[[], nn.Module]] = {"net1": models.net1, "net2": models.net2}
 TOLERANCES = (0.001, 0.01)  # 0.1 %p and 1 %p below the ANN's accuracy
 FINETUNE_LR = 1e-4
-FINETUNE_VAL = 5000  # held-out training images for keep_best
+FINETUNE_VAL = 5000  # held-out training images, evaluated before / after fine-tuning
 
 
 # --------------------------------------------------------------------------- options
@@ -221,11 +222,12 @@ def radix_section(rows: list[dict[str, Any]], args, tag: str) -> str:
         title="Fashion-MNIST: radix (T-bit) accuracy after STE fine-tuning",
     )  # fmt: skip
     head = ["net", "T", "float ANN (%)", "quantised, no fine-tuning (%)", "fine-tuned (%)",
-            "kept epoch", "delta vs float (%p)", f"radix SNN on {args.radix_subset} imgs (%)",
+            "held-out before / after (%)", "delta vs float (%p)",
+            f"radix SNN on {args.radix_subset} imgs (%)",
             "bit-exact (%)", "latency (steps)", "spikes/img/period", "SynOps/img (measured)",
             "ops/img eq. 24", "ANN MACs/img", "measured SynOps / MACs"]  # fmt: skip
     table = [[r["net"], r["bits"], pct(r["float_accuracy"]), pct(r["ptq_accuracy"]),
-              pct(r["accuracy"]), r["kept_epoch"],
+              pct(r["accuracy"]), held_out(r),
               f"{100 * (r['accuracy'] - r['float_accuracy']):+.2f}",
               pct(r["snn_accuracy"]), pct(r["agreement"]), r["latency"],
               float(r["spikes_per_period"]), float(r["synops_per_period"]), r["eq24_ops"],
@@ -302,8 +304,7 @@ def radix_tuning_text(radix: list[dict[str, Any]]) -> str:
         f"helps most at T = {low} (" + "/".join(f"{g:+.2f}" for g in gain_low) + " %p) and "
         f"moves T > {low} by {min(change):+.2f} to {max(change):+.2f} %p: where 8-bit weights "
         "and >= 4-bit activations already match the float network there is little to recover, "
-        "and distillation plus keeping the best held-out epoch stop the short fine-tuning from "
-        "drifting away from it."
+        "and distillation keeps the short fine-tuning from drifting away from it."
     )
 
 
