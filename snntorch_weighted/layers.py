@@ -27,6 +27,8 @@ class ClockedLayer(nn.Module):
         for name in self.state_names:
             self.register_buffer(name, torch.zeros(0), persistent=False)
         self._input_shape: torch.Size | None = None
+        # eager mode: (the ``step`` tensor, its value), so the phase needs no tensor arithmetic
+        self._count: tuple[Tensor, int] | None = None
 
     def init_state(self, x: Tensor) -> None:
         """Set every state buffer to its fresh value for inputs shaped like ``x``."""
@@ -58,7 +60,25 @@ class ClockedLayer(nn.Module):
             self.init_state(x)
             self.step = torch.zeros((), dtype=torch.long, device=x.device)
             self._input_shape = x.shape
+            if not torch.compiler.is_compiling():
+                self._count = (self.step, 0)
         return self.step
+
+    def clock_value(self) -> int | None:
+        """The clock as a Python int while the eager mirror is in sync with ``step``, else None
+        (e.g. under ``torch.compile`` or after the buffer was moved)."""
+        count = self._count
+        if count is None or count[0] is not self.step or torch.compiler.is_compiling():
+            return None
+        return count[1]
+
+    def advance(self, steps: int = 1) -> None:
+        """Move the clock on by ``steps`` (and its Python mirror when in sync)."""
+        count = self.clock_value()
+        new_clock = self.step + steps
+        self._buffers["step"] = new_clock
+        if not torch.compiler.is_compiling():
+            self.__dict__["_count"] = None if count is None else (new_clock, count + steps)
 
 
 class SpikeMaxPool2d(ClockedLayer):
@@ -124,12 +144,15 @@ class SpikeMaxPool2d(ClockedLayer):
         if x.dim() not in (3, 4):
             raise ValueError(f"SpikeMaxPool2d expects [B, C, H, W] or [C, H, W], got {x.shape}")
         self.begin_step(x)
-        if self.weighted:
-            w = torch.exp2(-(1 + self.step % self.num_phases).to(x.dtype))
-            self.acc = torch.addcmul(self.acc, w, x)  # w * x is exact (w = 2^-k)
-        else:
+        n = self.clock_value()
+        if not self.weighted:
             self.acc = self.acc + x
-        self.step = self.step + 1
+        elif n is not None:  # w * x is exact (w = 2^-k): the same values both ways
+            self.acc = torch.add(self.acc, x, alpha=2.0 ** -(1 + n % self.num_phases))
+        else:
+            w = torch.exp2(-(1 + self.step % self.num_phases).to(x.dtype))
+            self.acc = torch.addcmul(self.acc, w, x)
+        self.advance()
         _, idx = F.max_pool2d(self.acc, self.kernel_size, self.stride, self.padding,
                               self.dilation, self.ceil_mode, return_indices=True)
         return x.flatten(-2).gather(-1, idx.flatten(-2)).view_as(idx)
@@ -155,7 +178,7 @@ class SpikeMaxPool2d(ClockedLayer):
             else:
                 acc = torch.addcmul(acc, w[t], inputs[t], out=accs[t])
         self.acc = acc.clone()
-        self.step = clock + steps
+        self.advance(steps)
         fold = inputs.flatten(0, 1) if inputs.dim() == 5 else inputs
         _, idx = F.max_pool2d(accs.view_as(fold), self.kernel_size, self.stride, self.padding,
                               self.dilation, self.ceil_mode, return_indices=True)

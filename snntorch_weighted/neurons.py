@@ -63,27 +63,42 @@ class _ClockedLeaky(snn.Leaky):
     def _init_clock(self) -> None:
         self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=False)
         self._last_mem = None
-        self._unit_cache: dict[str, tuple[Tensor, int, bool]] = {}
+        self._scalar_cache: dict[str, tuple[Tensor, int, float | None]] = {}
+        # eager mode: (the ``step`` tensor, its value), so the phase needs no tensor arithmetic
+        self._count: tuple[Tensor, int] | None = None
 
-    def _is_unit(self, name: str, clamp: bool = False) -> bool:
-        """Whether tensor attribute ``name`` (``clamp``: clamped to [0, 1]) is exactly 1, so that
-        multiplying by it can be skipped in inference.
+    def _scalar(self, name: str, clamp: bool = False) -> float | None:
+        """The value of a 0-dim tensor attribute ``name`` (``clamp``: clamped to [0, 1]) as a
+        Python float, for inference; None when it is not 0-dim or needs gradients, for an
+        inference-mode tensor and while ``torch.compile`` traces.
 
-        The answer is cached per tensor object and version counter: replacing the tensor or
-        changing it in place is noticed (one host read per change, none per step). False for a
-        tensor that needs gradients, an inference-mode tensor and while ``torch.compile`` traces.
+        Cached per tensor object and version counter: replacing the tensor or changing it in place
+        is noticed (one host read per change, none per step).
         """
         value = getattr(self, name)
         if not isinstance(value, Tensor):
-            return value == 1
+            return min(max(float(value), 0.0), 1.0) if clamp else float(value)
         if torch.compiler.is_compiling() or value.requires_grad or value.is_inference():
-            return False
-        cached = self._unit_cache.get(name)
+            return None
+        cached = self._scalar_cache.get(name)
         if cached is not None and cached[0] is value and cached[1] == value._version:
             return cached[2]
-        unit = bool(((value.clamp(0, 1) if clamp else value) == 1).all())
-        self._unit_cache[name] = (value, value._version, unit)
-        return unit
+        number = None
+        if value.dim() == 0:
+            number = float(value.clamp(0, 1) if clamp else value)
+        self._scalar_cache[name] = (value, value._version, number)
+        return number
+
+    def _is_unit(self, name: str, clamp: bool = False) -> bool:
+        """Whether ``name`` is a known scalar equal to 1 (its multiplication can be skipped)."""
+        return self._scalar(name, clamp) == 1
+
+    def _clock_value(self, clock: Tensor) -> int | None:
+        """The clock as a Python int when the eager mirror is in sync with it, else None."""
+        count = self._count
+        if count is None or count[0] is not clock or torch.compiler.is_compiling():
+            return None
+        return count[1]
 
     def _needs_grad(self, input_: Tensor) -> bool:
         """Whether this step must be differentiable (then the surrogate path runs)."""
@@ -142,13 +157,20 @@ class _ClockedLeaky(snn.Leaky):
             fresh = True
         if fresh or self.step.device != input_.device:
             self.step = torch.zeros((), dtype=torch.long, device=input_.device)
+            if not torch.compiler.is_compiling():
+                self._count = (self.step, 0)
         return self.step
 
-    def _end_step(self, spk: Tensor, mem: Tensor, clock: Tensor, steps: int = 1):
+    def _end_step(self, spk: Tensor, mem: Tensor, clock: Tensor, steps: int = 1,
+                  count: int | None = None):
+        """Store the new state; ``count`` is the clock's Python value when known."""
         # plain dict writes: nn.Module.__setattr__ costs a few microseconds per call
         self._buffers["mem"] = mem
         self.__dict__["_last_mem"] = mem
-        self._buffers["step"] = clock + steps
+        new_clock = clock + steps
+        self._buffers["step"] = new_clock
+        if not torch.compiler.is_compiling():
+            self.__dict__["_count"] = None if count is None else (new_clock, count + steps)
         return self._results(spk, mem)
 
     def _fire(self, x: Tensor) -> Tensor:
@@ -241,8 +263,42 @@ class WeightedLeaky(_ClockedLeaky):
             return torch.addcmul(mem, w, input_)
         return torch.addcmul(self.beta.clamp(0, 1) * mem, w, input_)
 
+    def _scaled_sum(self, mem: Tensor, input_: Tensor, w: float) -> Tensor:
+        """:math:`\\beta V + w I` with a Python ``w`` (eager inference; same values as
+        :meth:`_integrate`: ``w I`` is exact)."""
+        leak = self._scalar("beta", clamp=True)
+        if leak is None:
+            mem = self.beta.clamp(0, 1) * mem
+        elif leak != 1:
+            mem = mem * leak
+        return torch.add(mem, input_, alpha=w)
+
+    def _eager_step(self, input_: Tensor, clock: Tensor, n: int):
+        """One inference step with the clock known on the host (``n``): the phase weight and a
+        scalar threshold are Python numbers, so only the membrane-sized kernels run (integrate,
+        compare, reset). Same values as the tensor-clock path."""
+        w = 2.0 ** -(1 + n % self.num_phases)
+        if not self.fire_spikes:
+            active = n >= self.skip_periods * self.num_phases
+            new_mem = self._scaled_sum(self.mem, input_, w if active else 0.0)
+            return self._end_step(torch.zeros_like(new_mem), new_mem, clock, count=n)
+        new_mem = self._scaled_sum(self.mem, input_, w)
+        theta = self._scalar("threshold")
+        if theta is None:
+            threshold = w * self.threshold
+            spk = torch.ge(new_mem, threshold, out=torch.empty_like(new_mem))
+            new_mem = torch.addcmul(new_mem, spk, threshold, value=-1)
+        else:
+            spk = torch.ge(new_mem, w * theta, out=torch.empty_like(new_mem))
+            new_mem = torch.sub(new_mem, spk, alpha=w * theta)
+        return self._end_step(self._graded(spk), new_mem, clock, count=n)
+
     def forward(self, input_: Tensor, mem: Tensor | None = None):
         clock = self._begin_step(input_, mem)
+        n = self._clock_value(clock)
+        if n is not None and (self._fast(input_) or not (self.fire_spikes
+                                                          or self._needs_grad(input_))):
+            return self._eager_step(input_, clock, n)
         w = self.phase_weight(clock, input_.dtype)
         if not self.fire_spikes:
             active = clock >= self.skip_periods * self.num_phases
@@ -279,6 +335,7 @@ class WeightedLeaky(_ClockedLeaky):
             return super().forward_steps(inputs)
         steps = inputs.shape[0]
         clock = self._begin_step(inputs[0], None)
+        count = self._clock_value(clock)
         offsets = torch.arange(steps, device=inputs.device)
         w = torch.exp2(-(1 + (clock + offsets) % self.num_phases).to(inputs.dtype))
         if not self.fire_spikes:
@@ -292,7 +349,7 @@ class WeightedLeaky(_ClockedLeaky):
                 if mems is not None:
                     mems[t] = mem
             spikes = torch.zeros_like(inputs)
-            self._end_step(spikes, mem, clock, steps)
+            self._end_step(spikes, mem, clock, steps, count)
             return self._results(spikes, mems)
         threshold = w * self.threshold
         spikes = torch.empty_like(inputs)
@@ -303,7 +360,7 @@ class WeightedLeaky(_ClockedLeaky):
             if mems is not None:
                 mems[t] = mem
         spikes = self._graded(spikes)
-        self._end_step(spikes, mem, clock, steps)
+        self._end_step(spikes, mem, clock, steps, count)
         return self._results(spikes, mems)
 
 

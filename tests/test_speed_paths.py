@@ -222,3 +222,26 @@ def test_folded_runner_counts_blocks_like_the_hooks() -> None:
         assert torch.equal(folded.layer_trains[name], loop.layer_trains[name]), name
     for name in loop.synops:
         assert torch.equal(folded.synops[name], loop.synops[name]), name
+
+
+@pytest.mark.parametrize("fire", [True, False])
+def test_host_clock_and_tensor_clock_paths_agree(fire: bool) -> None:
+    """The eager step (clock mirrored on the host) equals the tensor-clock step used when the
+    mirror is out of sync (as under torch.compile or after moving the buffers)."""
+    g = torch.Generator().manual_seed(3)
+    inputs = torch.randn(11, 2, 7, generator=g)
+    kw = {"num_phases": 3, "beta": 0.9, "init_hidden": True, "output": True, "fire": fire,
+          "skip_periods": 1}  # fmt: skip
+    eager, tensor_clock = WeightedLeaky(**kw), WeightedLeaky(**kw)
+    pool_eager, pool_tensor = SpikeMaxPool2d(2, num_phases=3), SpikeMaxPool2d(2, num_phases=3)
+    spikes = (torch.rand(11, 2, 1, 4, 4, generator=g) < 0.5).float()
+    with torch.no_grad():
+        for t in range(11):
+            a = eager(inputs[t])
+            tensor_clock._count = None  # out of sync: the tensor-clock path runs
+            b = tensor_clock(inputs[t])
+            assert all(torch.equal(x, y) for x, y in zip(a, b))
+            pool_tensor._count = None
+            assert torch.equal(pool_eager(spikes[t]), pool_tensor(spikes[t]))
+    assert eager._clock_value(eager.step) == 11 and tensor_clock._clock_value(eager.step) is None
+    assert pool_eager.clock_value() == 11 and pool_tensor.clock_value() is None
