@@ -282,7 +282,8 @@ def comparison_text(nets: dict[str, dict[str, Any]], radix: list[dict[str, Any]]
     lines.append(
         f"- Radix, fine-tuned accuracy minus float ANN ({'/'.join(nets)}): {deltas}. Wang et al. "
         "report 0 %p at T=8 and about -1.6 %p at T=4 (VGG-16, CIFAR-10, fine-tuned to "
-        "convergence); our fine-tuning is one short epoch. The SNN reproduces the quantised "
+        "convergence); our fine-tuning is short (the recipe above). "
+        "The SNN reproduces the quantised "
         f"model bit for bit on {'all' if exact else 'NOT all'} checked images."
     )
     lines.append(radix_tuning_text(radix))
