@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
+from .clock import HostClock
+
 __all__ = ["ClockedLayer", "SpikeMaxPool2d", "Scale"]
 
 
@@ -27,8 +29,7 @@ class ClockedLayer(nn.Module):
         for name in self.state_names:
             self.register_buffer(name, torch.zeros(0), persistent=False)
         self._input_shape: torch.Size | None = None
-        # eager mode: (the ``step`` tensor, its value), so the phase needs no tensor arithmetic
-        self._count: tuple[Tensor, int] | None = None
+        self._host_clock = HostClock()  # eager mode: the phase without tensor arithmetic
 
     def init_state(self, x: Tensor) -> None:
         """Set every state buffer to its fresh value for inputs shaped like ``x``."""
@@ -60,25 +61,18 @@ class ClockedLayer(nn.Module):
             self.init_state(x)
             self.step = torch.zeros((), dtype=torch.long, device=x.device)
             self._input_shape = x.shape
-            if not torch.compiler.is_compiling():
-                self._count = (self.step, 0)
+            self._host_clock.restart(self.step)
         return self.step
 
     def clock_value(self) -> int | None:
-        """The clock as a Python int while the eager mirror is in sync with ``step``, else None
-        (e.g. under ``torch.compile`` or after the buffer was moved)."""
-        count = self._count
-        if count is None or count[0] is not self.step or torch.compiler.is_compiling():
-            return None
-        return count[1]
+        """The clock as a Python int while its host mirror is in sync (:mod:`.clock`), else None."""
+        return self._host_clock.read(self.step)
 
     def advance(self, steps: int = 1) -> None:
-        """Move the clock on by ``steps`` (and its Python mirror when in sync)."""
-        count = self.clock_value()
-        new_clock = self.step + steps
-        self._buffers["step"] = new_clock
-        if not torch.compiler.is_compiling():
-            self.__dict__["_count"] = None if count is None else (new_clock, count + steps)
+        """Move the clock on by ``steps`` (and its host mirror)."""
+        old = self.step
+        self._buffers["step"] = old + steps
+        self._host_clock.moved(old, self._buffers["step"], steps)
 
 
 class SpikeMaxPool2d(ClockedLayer):

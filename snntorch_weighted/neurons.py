@@ -19,6 +19,8 @@ import torch
 from snntorch import surrogate
 from torch import Tensor
 
+from .clock import HostClock
+
 __all__ = ["WeightedLeaky", "RadixLeaky"]
 
 
@@ -64,8 +66,7 @@ class _ClockedLeaky(snn.Leaky):
         self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=False)
         self._last_mem = None
         self._scalar_cache: dict[str, tuple[Tensor, int, float | None]] = {}
-        # eager mode: (the ``step`` tensor, its value), so the phase needs no tensor arithmetic
-        self._count: tuple[Tensor, int] | None = None
+        self._host_clock = HostClock()  # eager mode: the phase without tensor arithmetic
 
     def _scalar(self, name: str, clamp: bool = False) -> float | None:
         """The value of a 0-dim tensor attribute ``name`` (``clamp``: clamped to [0, 1]) as a
@@ -92,13 +93,6 @@ class _ClockedLeaky(snn.Leaky):
     def _is_unit(self, name: str, clamp: bool = False) -> bool:
         """Whether ``name`` is a known scalar equal to 1 (its multiplication can be skipped)."""
         return self._scalar(name, clamp) == 1
-
-    def _clock_value(self, clock: Tensor) -> int | None:
-        """The clock as a Python int when the eager mirror is in sync with it, else None."""
-        count = self._count
-        if count is None or count[0] is not clock or torch.compiler.is_compiling():
-            return None
-        return count[1]
 
     def _needs_grad(self, input_: Tensor) -> bool:
         """Whether this step must be differentiable (then the surrogate path runs)."""
@@ -157,20 +151,17 @@ class _ClockedLeaky(snn.Leaky):
             fresh = True
         if fresh or self.step.device != input_.device:
             self.step = torch.zeros((), dtype=torch.long, device=input_.device)
-            if not torch.compiler.is_compiling():
-                self._count = (self.step, 0)
+            self._host_clock.restart(self.step)
         return self.step
 
-    def _end_step(self, spk: Tensor, mem: Tensor, clock: Tensor, steps: int = 1,
-                  count: int | None = None):
-        """Store the new state; ``count`` is the clock's Python value when known."""
+    def _end_step(self, spk: Tensor, mem: Tensor, clock: Tensor, steps: int = 1):
+        """Store the new state after ``steps`` steps from ``clock``; what ``forward`` returns."""
         # plain dict writes: nn.Module.__setattr__ costs a few microseconds per call
         self._buffers["mem"] = mem
         self.__dict__["_last_mem"] = mem
         new_clock = clock + steps
         self._buffers["step"] = new_clock
-        if not torch.compiler.is_compiling():
-            self.__dict__["_count"] = None if count is None else (new_clock, count + steps)
+        self._host_clock.moved(clock, new_clock, steps)
         return self._results(spk, mem)
 
     def _fire(self, x: Tensor) -> Tensor:
@@ -281,7 +272,7 @@ class WeightedLeaky(_ClockedLeaky):
         if not self.fire_spikes:
             active = n >= self.skip_periods * self.num_phases
             new_mem = self._scaled_sum(self.mem, input_, w if active else 0.0)
-            return self._end_step(torch.zeros_like(new_mem), new_mem, clock, count=n)
+            return self._end_step(torch.zeros_like(new_mem), new_mem, clock)
         new_mem = self._scaled_sum(self.mem, input_, w)
         theta = self._scalar("threshold")
         if theta is None:
@@ -291,11 +282,11 @@ class WeightedLeaky(_ClockedLeaky):
         else:
             spk = torch.ge(new_mem, w * theta, out=torch.empty_like(new_mem))
             new_mem = torch.sub(new_mem, spk, alpha=w * theta)
-        return self._end_step(self._graded(spk), new_mem, clock, count=n)
+        return self._end_step(self._graded(spk), new_mem, clock)
 
     def forward(self, input_: Tensor, mem: Tensor | None = None):
         clock = self._begin_step(input_, mem)
-        n = self._clock_value(clock)
+        n = self._host_clock.read(clock)
         if n is not None and (self._fast(input_) or not (self.fire_spikes
                                                           or self._needs_grad(input_))):
             return self._eager_step(input_, clock, n)
@@ -335,7 +326,6 @@ class WeightedLeaky(_ClockedLeaky):
             return super().forward_steps(inputs)
         steps = inputs.shape[0]
         clock = self._begin_step(inputs[0], None)
-        count = self._clock_value(clock)
         offsets = torch.arange(steps, device=inputs.device)
         w = torch.exp2(-(1 + (clock + offsets) % self.num_phases).to(inputs.dtype))
         if not self.fire_spikes:
@@ -349,7 +339,7 @@ class WeightedLeaky(_ClockedLeaky):
                 if mems is not None:
                     mems[t] = mem
             spikes = torch.zeros_like(inputs)
-            self._end_step(spikes, mem, clock, steps, count)
+            self._end_step(spikes, mem, clock, steps)
             return self._results(spikes, mems)
         threshold = w * self.threshold
         spikes = torch.empty_like(inputs)
@@ -360,7 +350,7 @@ class WeightedLeaky(_ClockedLeaky):
             if mems is not None:
                 mems[t] = mem
         spikes = self._graded(spikes)
-        self._end_step(spikes, mem, clock, steps, count)
+        self._end_step(spikes, mem, clock, steps)
         return self._results(spikes, mems)
 
 
