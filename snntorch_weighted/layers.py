@@ -57,22 +57,21 @@ class ClockedLayer(nn.Module):
 
     def begin_step(self, x: Tensor) -> Tensor:
         """Restart the state if needed (after a reset, a new input shape or device); the clock."""
-        if self._input_shape != x.shape or self.step.device != x.device:
+        # buffers read from the dict: nn.Module.__getattr__ costs ~1 us per lookup
+        if self._input_shape != x.shape or self._buffers["step"].device != x.device:
             self.init_state(x)
             self.step = torch.zeros((), dtype=torch.long, device=x.device)
             self._input_shape = x.shape
             self._host_clock.restart(self.step)
-        return self.step
+        return self._buffers["step"]
 
     def clock_value(self) -> int | None:
         """The clock as a Python int while its host mirror is in sync (:mod:`.clock`), else None."""
-        return self._host_clock.read(self.step)
+        return self._host_clock.read(self._buffers["step"])
 
     def advance(self, steps: int = 1) -> None:
         """Move the clock on by ``steps`` (and its host mirror)."""
-        old = self.step
-        self._buffers["step"] = old + steps
-        self._host_clock.moved(old, self._buffers["step"], steps)
+        self._buffers["step"] = self._host_clock.advance(self._buffers["step"], steps)
 
 
 class SpikeMaxPool2d(ClockedLayer):
@@ -137,18 +136,19 @@ class SpikeMaxPool2d(ClockedLayer):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() not in (3, 4):
             raise ValueError(f"SpikeMaxPool2d expects [B, C, H, W] or [C, H, W], got {x.shape}")
-        self.begin_step(x)
+        clock = self.begin_step(x)
         n = self.clock_value()
+        acc = self._buffers["acc"]
         if not self.weighted:
-            self.acc = self.acc + x
+            acc = acc + x
         elif n is not None:  # w * x is exact (w = 2^-k): the same values both ways
-            self.acc = torch.add(self.acc, x, alpha=2.0 ** -(1 + n % self.num_phases))
+            acc = torch.add(acc, x, alpha=2.0 ** -(1 + n % self.num_phases))
         else:
-            w = torch.exp2(-(1 + self.step % self.num_phases).to(x.dtype))
-            self.acc = torch.addcmul(self.acc, w, x)
+            acc = torch.addcmul(acc, torch.exp2(-(1 + clock % self.num_phases).to(x.dtype)), x)
+        self._buffers["acc"] = acc
         self.advance()
-        _, idx = F.max_pool2d(self.acc, self.kernel_size, self.stride, self.padding,
-                              self.dilation, self.ceil_mode, return_indices=True)
+        _, idx = F.max_pool2d_with_indices(acc, self.kernel_size, self.stride, self.padding,
+                                           self.dilation, self.ceil_mode)
         return x.flatten(-2).gather(-1, idx.flatten(-2)).view_as(idx)
 
     @torch.no_grad()

@@ -65,34 +65,39 @@ class _ClockedLeaky(snn.Leaky):
     def _init_clock(self) -> None:
         self.register_buffer("step", torch.zeros((), dtype=torch.long), persistent=False)
         self._last_mem = None
-        self._scalar_cache: dict[str, tuple[Tensor, int, float | None]] = {}
+        self._constants_cache: tuple | None = None
         self._host_clock = HostClock()  # eager mode: the phase without tensor arithmetic
 
-    def _scalar(self, name: str, clamp: bool = False) -> float | None:
-        """The value of a 0-dim tensor attribute ``name`` (``clamp``: clamped to [0, 1]) as a
-        Python float, for inference; None when it is not 0-dim or needs gradients, for an
-        inference-mode tensor and while ``torch.compile`` traces.
+    def _constants(self) -> tuple[float | None, float | None, float | None]:
+        """``(beta clamped to [0, 1], threshold, graded_spikes_factor)`` as Python floats, for
+        inference; an entry is None when that attribute is not a 0-dim tensor or is an
+        inference-mode tensor (then the tensor itself is used), all are None while
+        ``torch.compile`` traces.
 
-        Cached per tensor object and version counter: replacing the tensor or changing it in place
-        is noticed (one host read per change, none per step).
+        Cached per tensor object and version counter: replacing an attribute or changing it in
+        place is noticed (one host read per change, none per step).
         """
-        value = getattr(self, name)
-        if not isinstance(value, Tensor):
-            return min(max(float(value), 0.0), 1.0) if clamp else float(value)
-        if torch.compiler.is_compiling() or value.requires_grad or value.is_inference():
-            return None
-        cached = self._scalar_cache.get(name)
-        if cached is not None and cached[0] is value and cached[1] == value._version:
-            return cached[2]
-        number = None
-        if value.dim() == 0:
-            number = float(value.clamp(0, 1) if clamp else value)
-        self._scalar_cache[name] = (value, value._version, number)
-        return number
-
-    def _is_unit(self, name: str, clamp: bool = False) -> bool:
-        """Whether ``name`` is a known scalar equal to 1 (its multiplication can be skipped)."""
-        return self._scalar(name, clamp) == 1
+        if torch.compiler.is_compiling():
+            return None, None, None
+        find = self._buffers.get
+        beta, theta, gain = (find(name) if name in self._buffers else getattr(self, name)
+                             for name in ("beta", "threshold", "graded_spikes_factor"))
+        cached = self._constants_cache
+        if cached is not None and cached[0] is beta and cached[1] is theta and cached[2] is gain:
+            try:
+                if cached[3] == (beta._version, theta._version, gain._version):
+                    return cached[4]
+            except RuntimeError:  # inference-mode tensors have no version counter
+                pass
+        if beta.is_inference() or theta.is_inference() or gain.is_inference():
+            self._constants_cache = None
+            return None, None, None
+        values = tuple(float(t) if t.dim() == 0 else None for t in (beta, theta, gain))
+        if values[0] is not None:
+            values = (min(max(values[0], 0.0), 1.0), *values[1:])
+        versions = (beta._version, theta._version, gain._version)
+        self._constants_cache = (beta, theta, gain, versions, values)
+        return values
 
     def _needs_grad(self, input_: Tensor) -> bool:
         """Whether this step must be differentiable (then the surrogate path runs)."""
@@ -101,11 +106,11 @@ class _ClockedLeaky(snn.Leaky):
         tensors = (input_, self.mem, self.beta, self.threshold, self.graded_spikes_factor)
         return any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
 
-    def _graded(self, spk: Tensor) -> Tensor:
-        """``spk * graded_spikes_factor`` (skipped when the factor is exactly 1)."""
-        if self._is_unit("graded_spikes_factor"):
+    def _graded(self, spk: Tensor, gain: float | None) -> Tensor:
+        """``spk * graded_spikes_factor`` (``gain``: its Python value, or None; skipped when 1)."""
+        if gain == 1:
             return spk
-        return spk * self.graded_spikes_factor
+        return spk * (self.graded_spikes_factor if gain is None else gain)
 
     def _results(self, spk: Tensor, mem: Tensor):
         """What ``forward`` returns for these spikes and membranes (snntorch's conventions)."""
@@ -141,27 +146,28 @@ class _ClockedLeaky(snn.Leaky):
 
     def _begin_step(self, input_: Tensor, mem: Tensor | None) -> Tensor:
         """Install the state for this step and return the clock value (steps already taken)."""
-        if self.init_hidden and mem is not None:
-            raise TypeError("`mem` should not be passed as an argument while `init_hidden=True`")
-        fresh = self.mem is not self._last_mem
+        # the state read from the buffer dict: nn.Module.__getattr__ costs ~1 us per lookup
+        buffers = self._buffers
+        fresh = buffers["mem"] is not self._last_mem
         if mem is not None:
+            if self.init_hidden:
+                raise TypeError("`mem` should not be passed as an argument while "
+                                "`init_hidden=True`")
             self.mem = mem
-        if self.mem.shape != input_.shape:
+        if buffers["mem"].shape != input_.shape:
             self.mem = torch.zeros_like(input_)
             fresh = True
-        if fresh or self.step.device != input_.device:
+        if fresh or buffers["step"].device != input_.device:
             self.step = torch.zeros((), dtype=torch.long, device=input_.device)
             self._host_clock.restart(self.step)
-        return self.step
+        return buffers["step"]
 
     def _end_step(self, spk: Tensor, mem: Tensor, clock: Tensor, steps: int = 1):
         """Store the new state after ``steps`` steps from ``clock``; what ``forward`` returns."""
         # plain dict writes: nn.Module.__setattr__ costs a few microseconds per call
         self._buffers["mem"] = mem
         self.__dict__["_last_mem"] = mem
-        new_clock = clock + steps
-        self._buffers["step"] = new_clock
-        self._host_clock.moved(clock, new_clock, steps)
+        self._buffers["step"] = self._host_clock.advance(clock, steps)
         return self._results(spk, mem)
 
     def _fire(self, x: Tensor) -> Tensor:
@@ -243,38 +249,32 @@ class WeightedLeaky(_ClockedLeaky):
         return torch.exp2(-(1 + clock % self.num_phases).to(dtype))
 
     def _fast(self, input_: Tensor) -> bool:
-        """Inference with subtractive reset and no state quantisation: the few-kernel path."""
-        return (self._reset_mechanism == "subtract" and not self.state_quant
-                and not self._needs_grad(input_))  # fmt: skip
+        """Inference with the few-kernel path: subtractive reset and no state quantisation, or
+        the non-firing integrator."""
+        return not self._needs_grad(input_) and (not self.fire_spikes or (
+            self._reset_mechanism == "subtract" and not self.state_quant))
 
-    def _integrate(self, mem: Tensor, w: Tensor, input_: Tensor) -> Tensor:
-        r""":math:`\beta V + w I` in one fused kernel (``beta`` clamped to [0, 1]; its
-        multiplication skipped when it is 1). ``w I`` is exact (``w`` is a power of two)."""
-        if self._is_unit("beta", clamp=True):
-            return torch.addcmul(mem, w, input_)
-        return torch.addcmul(self.beta.clamp(0, 1) * mem, w, input_)
-
-    def _scaled_sum(self, mem: Tensor, input_: Tensor, w: float) -> Tensor:
-        """:math:`\\beta V + w I` with a Python ``w`` (eager inference; same values as
-        :meth:`_integrate`: ``w I`` is exact)."""
-        leak = self._scalar("beta", clamp=True)
-        if leak is None:
-            mem = self.beta.clamp(0, 1) * mem
-        elif leak != 1:
-            mem = mem * leak
-        return torch.add(mem, input_, alpha=w)
+    def _leak(self, mem: Tensor, leak: float | None) -> Tensor:
+        """:math:`\\beta V` (``leak``: beta's Python value clamped to [0, 1], or None; skipped
+        when 1)."""
+        if leak == 1:
+            return mem
+        return mem * (self.beta.clamp(0, 1) if leak is None else leak)
 
     def _eager_step(self, input_: Tensor, clock: Tensor, n: int):
-        """One inference step with the clock known on the host (``n``): the phase weight and a
-        scalar threshold are Python numbers, so only the membrane-sized kernels run (integrate,
-        compare, reset). Same values as the tensor-clock path."""
+        """One inference step with the clock known on the host (``n``): the phase weight and
+        scalar constants are Python numbers, so only the membrane-sized kernels run (integrate
+        :math:`\\beta V + \\omega I`, compare, reset). Same values as the tensor-clock path
+        (:math:`\\omega I` and :math:`\\omega \\vartheta` are exact: :math:`\\omega = 2^{-k}`)."""
+        leak, theta, gain = self._constants()
         w = 2.0 ** -(1 + n % self.num_phases)
+        mem = self._leak(self._buffers["mem"], leak)
         if not self.fire_spikes:
-            active = n >= self.skip_periods * self.num_phases
-            new_mem = self._scaled_sum(self.mem, input_, w if active else 0.0)
+            if n < self.skip_periods * self.num_phases:
+                w = 0.0
+            new_mem = torch.add(mem, input_, alpha=w)
             return self._end_step(torch.zeros_like(new_mem), new_mem, clock)
-        new_mem = self._scaled_sum(self.mem, input_, w)
-        theta = self._scalar("threshold")
+        new_mem = torch.add(mem, input_, alpha=w)
         if theta is None:
             threshold = w * self.threshold
             spk = torch.ge(new_mem, threshold, out=torch.empty_like(new_mem))
@@ -282,26 +282,27 @@ class WeightedLeaky(_ClockedLeaky):
         else:
             spk = torch.ge(new_mem, w * theta, out=torch.empty_like(new_mem))
             new_mem = torch.sub(new_mem, spk, alpha=w * theta)
-        return self._end_step(self._graded(spk), new_mem, clock)
+        return self._end_step(self._graded(spk, gain), new_mem, clock)
 
     def forward(self, input_: Tensor, mem: Tensor | None = None):
         clock = self._begin_step(input_, mem)
         n = self._host_clock.read(clock)
-        if n is not None and (self._fast(input_) or not (self.fire_spikes
-                                                          or self._needs_grad(input_))):
+        if n is not None and self._fast(input_):
             return self._eager_step(input_, clock, n)
         w = self.phase_weight(clock, input_.dtype)
-        if not self.fire_spikes:
-            active = clock >= self.skip_periods * self.num_phases
-            new_mem = self._integrate(self.mem, torch.where(active, w, torch.zeros_like(w)), input_)
-            return self._end_step(torch.zeros_like(new_mem), new_mem, clock)
-        if self._fast(input_):
+        if self._fast(input_):  # tensor clock (torch.compile, or the mirror out of sync)
+            leak, _, gain = self._constants()
+            mem = self._leak(self.mem, leak)
+            if not self.fire_spikes:
+                active = clock >= self.skip_periods * self.num_phases
+                new_mem = torch.addcmul(mem, torch.where(active, w, torch.zeros_like(w)), input_)
+                return self._end_step(torch.zeros_like(new_mem), new_mem, clock)
             # same values as below: V - w*theta >= 0 iff V >= w*theta, w*I is exact (w = 2^-k)
-            new_mem = self._integrate(self.mem, w, input_)
+            new_mem = torch.addcmul(mem, w, input_)
             threshold = w * self.threshold
             spk = torch.ge(new_mem, threshold, out=torch.empty_like(new_mem))
             new_mem = torch.addcmul(new_mem, spk, threshold, value=-1)
-            return self._end_step(self._graded(spk), new_mem, clock)
+            return self._end_step(self._graded(spk, gain), new_mem, clock)
 
         new_mem = self.beta.clamp(0, 1) * self.mem + w * input_
         if self.state_quant:
@@ -322,7 +323,7 @@ class WeightedLeaky(_ClockedLeaky):
         :meth:`forward` (integrate, compare, reset: three kernels; the integrator: one).
         """
         _check_block(inputs)
-        if not (self._fast(inputs) or not self.fire_spikes):
+        if not self._fast(inputs):
             return super().forward_steps(inputs)
         steps = inputs.shape[0]
         clock = self._begin_step(inputs[0], None)
@@ -333,9 +334,10 @@ class WeightedLeaky(_ClockedLeaky):
         w = w.view(steps, *[1] * (inputs.dim() - 1))
         mems = torch.empty_like(inputs) if self.output or not self.init_hidden else None
         mem = self.mem
+        leak, _, gain = self._constants()
         if not self.fire_spikes:
             for t in range(steps):
-                mem = self._integrate(mem, w[t], inputs[t])
+                mem = torch.addcmul(self._leak(mem, leak), w[t], inputs[t])
                 if mems is not None:
                     mems[t] = mem
             spikes = torch.zeros_like(inputs)
@@ -344,12 +346,12 @@ class WeightedLeaky(_ClockedLeaky):
         threshold = w * self.threshold
         spikes = torch.empty_like(inputs)
         for t in range(steps):
-            mem = self._integrate(mem, w[t], inputs[t])
+            mem = torch.addcmul(self._leak(mem, leak), w[t], inputs[t])
             torch.ge(mem, threshold[t], out=spikes[t])
             mem.addcmul_(spikes[t], threshold[t], value=-1)  # mem is this step's own tensor
             if mems is not None:
                 mems[t] = mem
-        spikes = self._graded(spikes)
+        spikes = self._graded(spikes, gain)
         self._end_step(spikes, mem, clock, steps)
         return self._results(spikes, mems)
 

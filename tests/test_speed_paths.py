@@ -246,3 +246,62 @@ def test_host_clock_and_tensor_clock_paths_agree(fire: bool) -> None:
     assert eager._host_clock.read(eager.step) == 11
     assert tensor_clock._host_clock.read(tensor_clock.step) is None
     assert pool_eager.clock_value() == 11 and pool_tensor.clock_value() is None
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16),
+       ops=st.lists(st.sampled_from(["step", "block", "reset", "write"]), min_size=1, max_size=14))
+def test_host_clock_reuse_and_in_place_writes_keep_the_phase(seed: int, ops: list[str]) -> None:
+    """Clock tensors reused across sequences and in-place writes to ``step``: the eager path keeps
+    the tensor clock's values (a twin that always runs the tensor-clock path gives the same)."""
+    g = torch.Generator().manual_seed(seed)
+    kw = {"num_phases": 3, "init_hidden": True, "output": True}
+    eager, twin = WeightedLeaky(**kw), WeightedLeaky(**kw)
+    pool, pool_twin = SpikeMaxPool2d(2, num_phases=3), SpikeMaxPool2d(2, num_phases=3)
+    count = 0
+    with torch.no_grad():
+        for op in ops * 2:  # the second pass reuses the clock tensors made by the first
+            if op == "reset":
+                for m in (eager, twin, pool, pool_twin):
+                    m.reset_mem()
+                count = 0
+                continue
+            if op == "write" and count:  # a hand edit of the clock, as torch code may do
+                for m in (eager, twin, pool, pool_twin):
+                    m.step.add_(2)
+                count += 2
+                continue
+            steps = 3 if op == "block" else 1
+            x = torch.randn(steps, 2, 4, generator=g)
+            s = (torch.rand(steps, 2, 1, 4, 4, generator=g) < 0.5).float()
+            twin._host_clock.forget()
+            pool_twin._host_clock.forget()
+            if op == "block":
+                _assert_equal_outputs(eager.forward_steps(x), twin.forward_steps(x))
+                assert torch.equal(pool.forward_steps(s), pool_twin.forward_steps(s))
+            else:
+                _assert_equal_outputs(eager(x[0]), twin(x[0]))
+                assert torch.equal(pool(s[0]), pool_twin(s[0]))
+            count += steps
+            for m in (eager, twin, pool, pool_twin):
+                assert int(m.step) == count
+
+
+def test_host_clock_tensors_are_reused_by_the_next_sequence() -> None:
+    """After a reset the eager step takes the clock tensors made in the first sequence (no
+    ``clock + 1`` kernel per step), and an in-place write to one is not reused."""
+    neuron = WeightedLeaky(num_phases=4, init_hidden=True)
+    x = torch.rand(2, 3)
+    with torch.no_grad():
+        first = []
+        for _ in range(5):
+            neuron(x)
+            first.append(neuron.step)
+        neuron.reset_mem()
+        neuron(x)
+        neuron(x)
+        assert neuron.step is first[1] and int(neuron.step) == 2
+        first[2].add_(7)  # e.g. a stray in-place edit: that tensor is spoiled for reuse
+        neuron(x)
+        assert neuron.step is not first[2] and int(neuron.step) == 3
+        assert neuron._host_clock.read(neuron.step) == 3
