@@ -15,9 +15,12 @@ one machine:
   (checked identical: membranes, per-layer spikes and SynOps per step);
 * peak memory of each path.
 
-Timing: one warm-up call, then ``--repeats`` rounds (at most 2 at batch > 1; radix at batch > 1:
-one) in which every path runs once (interleaved, so load changes hit all paths alike); the best
-round is reported. The ANN is timed as a loop of as many forwards as the SNN call has steps.
+Timing: one warm-up call, then rounds in which every path runs once (interleaved, so load
+changes hit all paths alike): at least ``--repeats`` rounds (at most 2 at batch > 1; radix at
+batch > 1: one), and more while the configuration has been timed for less than ``--budget``
+seconds (at most 30 rounds). Each path's best round is reported: on a shared virtual machine
+single rounds vary by +-30 %, the best of many approaches the unloaded speed. The ANN is timed
+as a loop of as many forwards as the SNN call has steps.
 Each timed call simulates ``min(T, cap)`` steps (``--max-steps``, default: all T at batch 1, 16
 at batch 64) and the reported rate is steps / second of that call (fixed per-call costs such as
 encoding included).
@@ -67,7 +70,10 @@ MODELS: dict[str, Callable[[], nn.Module]] = {"Net4": models.net4, "ResNet-20": 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=None,
-                        help="timed rounds per configuration (default 3, --quick 2)")
+                        help="least timed rounds per configuration (default 3, --quick 2)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="more rounds until a configuration was timed this long, seconds "
+                             "(default 8, --quick 0)")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="cap on the steps of one timed call (default: T at batch 1, 16 at "
                              "batch 64; --quick 8)")
@@ -83,18 +89,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- measuring
 
 
+MAX_ROUNDS = 30
+
+
 def best_time(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device,
-              warm: bool = True) -> dict[str, float]:
-    """Best wall time of each function over ``repeats`` interleaved rounds (after a warm-up)."""
+              warm: bool = True, budget: float = 0.0) -> dict[str, float]:
+    """Best wall time of each function over interleaved rounds (after a warm-up): at least
+    ``repeats`` rounds, more until ``budget`` seconds were spent (at most ``MAX_ROUNDS``).
+    ``"rounds"`` in the result is the number of rounds run."""
     for fn in fns.values() if warm else ():
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < repeats or (time.perf_counter() - start < budget and rounds < MAX_ROUNDS):
         for name, fn in fns.items():
             with Timer(device) as t:
                 fn()
             times[name].append(t.seconds)
-    return {name: min(ts) for name, ts in times.items()}
+        rounds += 1
+    return {**{name: min(ts) for name, ts in times.items()}, "rounds": float(rounds)}
 
 
 def _rss_kib(field: str) -> int:
@@ -183,10 +197,13 @@ def time_steps(nets: Nets, batch: int, steps: int, timed: int, args: argparse.Na
         "bare_w": bare_loop(nets.weighted, w_train),
         "bare_leaky": bare_loop(nets.rate, r_train),
     }
-    seconds = best_time(fns, args.repeats if batch == 1 else min(args.repeats, 2), args.device)
+    seconds = best_time(fns, args.repeats if batch == 1 else min(args.repeats, 2), args.device,
+                        budget=args.budget)
+    rounds = seconds.pop("rounds")
     per_step = {k: v / timed for k, v in seconds.items()}
     chosen = simulate(nets.weighted, x, timed, fold="auto")
     per_step["chunk"] = chosen.chunk_size if chosen.folded else 0
+    per_step["rounds"] = rounds
     return per_step
 
 
@@ -204,7 +221,7 @@ def time_radix(snn: nn.Module, batch: int, args: argparse.Namespace) -> dict[str
     reps = args.repeats if batch == 1 else 1
     seconds = best_time({"sim": lambda: simulate(snn, x),
                          "short": lambda: simulate(snn, x, shortcut=True)}, reps, args.device,
-                        warm=False)
+                        warm=False, budget=args.budget if batch == 1 else 0.0)
     return {**seconds, "steps": float(snn.latency), "identical": check_identical(full, short),
             "folded": full.folded}
 
@@ -217,14 +234,16 @@ def fmt_rate(seconds: float) -> float:
 
 
 def speed_table(rows: list[dict]) -> str:
-    headers = ["model", "batch", "T", "timed steps", "(a) loop steps/s", "(b) auto steps/s",
-               "auto chunk", "(c) snn.Leaky steps/s", "(d) ANN forwards/s", "auto / loop",
+    headers = ["model", "batch", "T", "timed steps", "rounds", "(a) loop steps/s",
+               "(b) auto steps/s", "auto chunk", "(c) snn.Leaky steps/s", "(d) ANN forwards/s",
+               "auto / loop",
                "weighted / Leaky (simulate)", "weighted / Leaky (bare loop)",
                "loop step / ANN fwd", "bare step / ANN fwd"]
     body = []
     for r in rows:
         body.append([
-            r["model"], r["batch"], r["T"], r["timed"], fmt_rate(r["loop"]), fmt_rate(r["auto"]),
+            r["model"], r["batch"], r["T"], r["timed"], int(r["rounds"]), fmt_rate(r["loop"]),
+            fmt_rate(r["auto"]),
             int(r["chunk"]) or "loop", fmt_rate(r["leaky"]), fmt_rate(r["ann"]),
             f"{r['loop'] / r['auto']:.2f}x faster", f"{r['loop'] / r['leaky']:.2f}",
             f"{r['bare_w'] / r['bare_leaky']:.2f}", f"{r['loop'] / r['ann']:.2f}",
@@ -234,9 +253,10 @@ def speed_table(rows: list[dict]) -> str:
 
 
 def radix_table(rows: list[dict]) -> str:
-    headers = ["model", "T (bits)", "batch", "steps (latency)", "simulate s", "shortcut s",
-               "shortcut speed-up", "identical"]
-    body = [[r["model"], r["bits"], r["batch"], int(r["steps"]), f"{r['sim']:.3f}",
+    headers = ["model", "T (bits)", "batch", "steps (latency)", "rounds", "simulate s",
+               "shortcut s", "shortcut speed-up", "identical"]
+    body = [[r["model"], r["bits"], r["batch"], int(r["steps"]), int(r["rounds"]),
+             f"{r['sim']:.3f}",
              f"{r['short']:.4f}", f"{r['sim'] / r['short']:.0f}x",
              "yes" if r["identical"] else "NO"] for r in rows]
     return markdown_table(headers, body)
@@ -263,8 +283,10 @@ def section(args: argparse.Namespace, command: str, speed: list[dict], radix: li
         "neurons (`convert(coding=\"rate\")`) through the same `simulate(fold=False)` (both with "
         "the counting hooks); *bare loop*: `reset(net); for t: net(train[t])` without hooks for "
         "both nets; (d) ANN forwards at the same batch, timed as a loop of as many forwards as "
-        "timed steps. Each timed call runs *timed steps* = min(T, cap) steps; best of "
-        f"{args.repeats} (batch > 1: at most 2) interleaved rounds after a warm-up. Ratios: "
+        "timed steps. Each timed call runs *timed steps* = min(T, cap) steps; each path's best "
+        f"of *rounds* interleaved rounds after a warm-up (at least {args.repeats}, batch > 1: "
+        f"at most 2; more until {args.budget:g} s were spent on the configuration, at most "
+        f"{MAX_ROUNDS}). Ratios: "
         "*auto / loop* = speed-up of the automatic choice; *weighted / Leaky* and "
         "*step / ANN fwd* = time per step relative to the other (lower is better).",
         speed_table(speed),
@@ -283,6 +305,8 @@ def main() -> None:
     args = parse_args(__doc__.splitlines()[0], configure)
     if args.repeats is None:
         args.repeats = 2 if args.quick else 3
+    if args.budget is None:
+        args.budget = 0.0 if args.quick else 8.0
     if args.quick:
         args.models = args.models[:1] if args.models == list(MODELS) else args.models
         args.steps = [8, 32]

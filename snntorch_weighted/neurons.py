@@ -281,7 +281,7 @@ class WeightedLeaky(_ClockedLeaky):
             new_mem = torch.addcmul(new_mem, spk, threshold, value=-1)
         else:
             spk = torch.ge(new_mem, w * theta, out=torch.empty_like(new_mem))
-            new_mem = torch.sub(new_mem, spk, alpha=w * theta)
+            new_mem.sub_(spk, alpha=w * theta)  # this step's own tensor, not yet handed out
         return self._end_step(self._graded(spk, gain), new_mem, clock)
 
     def forward(self, input_: Tensor, mem: Tensor | None = None):
