@@ -160,17 +160,21 @@ class SpikeMaxPool2d(ClockedLayer):
                              f"[t, B, C, H, W] or [t, C, H, W], got {inputs.shape}")
         steps = inputs.shape[0]
         clock = self.begin_step(inputs[0])
-        w = None
-        if self.weighted:
+        n = self.clock_value()
+        if not self.weighted:
+            ws = [1.0] * steps
+        elif n is not None:
+            ws = [2.0 ** -(1 + (n + t) % self.num_phases) for t in range(steps)]
+        else:
             offsets = torch.arange(steps, device=inputs.device)
-            w = torch.exp2(-(1 + (clock + offsets) % self.num_phases).to(inputs.dtype))
+            ws = torch.exp2(-(1 + (clock + offsets) % self.num_phases).to(inputs.dtype)).unbind(0)
         accs = torch.empty_like(inputs)
-        acc = self.acc
-        for t in range(steps):  # the same kernel per step as forward
-            if w is None:
-                acc = torch.add(acc, inputs[t], out=accs[t])
+        acc = self._buffers["acc"]
+        for w, x, out in zip(ws, inputs.unbind(0), accs.unbind(0)):  # forward's kernel per step
+            if isinstance(w, float):
+                acc = torch.add(acc, x, alpha=w, out=out)
             else:
-                acc = torch.addcmul(acc, w[t], inputs[t], out=accs[t])
+                acc = torch.addcmul(acc, w, x, out=out)
         self.acc = acc.clone()
         self.advance(steps)
         fold = inputs.flatten(0, 1) if inputs.dim() == 5 else inputs

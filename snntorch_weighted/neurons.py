@@ -327,33 +327,43 @@ class WeightedLeaky(_ClockedLeaky):
             return super().forward_steps(inputs)
         steps = inputs.shape[0]
         clock = self._begin_step(inputs[0], None)
-        offsets = torch.arange(steps, device=inputs.device)
-        w = torch.exp2(-(1 + (clock + offsets) % self.num_phases).to(inputs.dtype))
-        if not self.fire_spikes:
-            w = torch.where(clock + offsets >= self.skip_periods * self.num_phases, w, 0)
-        w = w.view(steps, *[1] * (inputs.dim() - 1))
+        ws = self._block_weights(clock, steps, inputs)
+        leak, theta, gain = self._constants()
         mems = torch.empty_like(inputs) if self.output or not self.init_hidden else None
+        spikes = torch.zeros_like(inputs) if not self.fire_spikes else torch.empty_like(inputs)
         mem = self.mem
-        leak, _, gain = self._constants()
-        if not self.fire_spikes:
-            for t in range(steps):
-                mem = torch.addcmul(self._leak(mem, leak), w[t], inputs[t])
-                if mems is not None:
-                    mems[t] = mem
-            spikes = torch.zeros_like(inputs)
-            self._end_step(spikes, mem, clock, steps)
-            return self._results(spikes, mems)
-        threshold = w * self.threshold
-        spikes = torch.empty_like(inputs)
-        for t in range(steps):
-            mem = torch.addcmul(self._leak(mem, leak), w[t], inputs[t])
-            torch.ge(mem, threshold[t], out=spikes[t])
-            mem.addcmul_(spikes[t], threshold[t], value=-1)  # mem is this step's own tensor
+        for t, (w, x, spk) in enumerate(zip(ws, inputs.unbind(0), spikes.unbind(0))):
+            leaked = self._leak(mem, leak)
+            scalar = isinstance(w, float)
+            mem = torch.add(leaked, x, alpha=w) if scalar else torch.addcmul(leaked, w, x)
+            if self.fire_spikes:
+                if scalar and theta is not None:
+                    torch.ge(mem, w * theta, out=spk)
+                    mem.sub_(spk, alpha=w * theta)  # mem is this step's own tensor
+                else:
+                    threshold = w * self.threshold
+                    torch.ge(mem, threshold, out=spk)
+                    mem.addcmul_(spk, threshold, value=-1)
             if mems is not None:
                 mems[t] = mem
-        spikes = self._graded(spikes, gain)
+        if self.fire_spikes:
+            spikes = self._graded(spikes, gain)
         self._end_step(spikes, mem, clock, steps)
         return self._results(spikes, mems)
+
+    def _block_weights(self, clock: Tensor, steps: int, inputs: Tensor) -> list:
+        """Phase weights of the next ``steps`` steps (0 while a ``fire=False`` neuron skips):
+        Python floats when the host mirror of the clock is in sync, else tensors broadcasting
+        against one step of ``inputs``."""
+        n = self._host_clock.read(clock)
+        start = self.skip_periods * self.num_phases if not self.fire_spikes else 0
+        if n is not None:
+            return [0.0 if n + t < start else 2.0 ** -(1 + (n + t) % self.num_phases)
+                    for t in range(steps)]
+        offsets = clock + torch.arange(steps, device=inputs.device)
+        w = torch.exp2(-(1 + offsets % self.num_phases).to(inputs.dtype))
+        w = torch.where(offsets >= start, w, 0)
+        return list(w.view(steps, *[1] * (inputs.dim() - 1)).unbind(0))
 
 
 class RadixLeaky(_ClockedLeaky):
