@@ -16,8 +16,8 @@ one machine:
 * peak memory of each path.
 
 Timing: one warm-up call, then rounds in which every path runs once (interleaved, so load
-changes hit all paths alike): at least ``--repeats`` rounds (at most 2 at batch > 1; radix at
-batch > 1: one), and more while the configuration has been timed for less than ``--budget``
+changes hit all paths alike): at least ``--repeats`` rounds (radix at batch > 1: one), and
+more while the configuration has been timed for less than ``--budget``
 seconds (at most 30 rounds). Each path's best round is reported: on a shared virtual machine
 single rounds vary by +-30 %, the best of many approaches the unloaded speed. The ANN is timed
 as a loop of as many forwards as the SNN call has steps.
@@ -197,7 +197,7 @@ def time_steps(nets: Nets, batch: int, steps: int, timed: int, args: argparse.Na
         "bare_w": bare_loop(nets.weighted, w_train),
         "bare_leaky": bare_loop(nets.rate, r_train),
     }
-    seconds = best_time(fns, args.repeats if batch == 1 else min(args.repeats, 2), args.device,
+    seconds = best_time(fns, args.repeats, args.device,
                         budget=args.budget)
     rounds = seconds.pop("rounds")
     per_step = {k: v / timed for k, v in seconds.items()}
@@ -284,9 +284,10 @@ def section(args: argparse.Namespace, command: str, speed: list[dict], radix: li
         "the counting hooks); *bare loop*: `reset(net); for t: net(train[t])` without hooks for "
         "both nets; (d) ANN forwards at the same batch, timed as a loop of as many forwards as "
         "timed steps. Each timed call runs *timed steps* = min(T, cap) steps; each path's best "
-        f"of *rounds* interleaved rounds after a warm-up (at least {args.repeats}, batch > 1: "
-        f"at most 2; more until {args.budget:g} s were spent on the configuration, at most "
-        f"{MAX_ROUNDS}). Ratios: "
+        f"of *rounds* interleaved rounds after a warm-up (at least {args.repeats}, more until "
+        f"{args.budget:g} s were spent on the configuration, at most {MAX_ROUNDS}). When auto "
+        "picks the loop, (a) and (b) run the same code, so their ratio shows the timing noise. "
+        "Ratios: "
         "*auto / loop* = speed-up of the automatic choice; *weighted / Leaky* and "
         "*step / ANN fwd* = time per step relative to the other (lower is better).",
         speed_table(speed),
