@@ -8,6 +8,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from .clock import HostClock
+from .spikegen import phase_weight
 
 __all__ = ["ClockedLayer", "SpikeMaxPool2d", "Scale"]
 
@@ -142,9 +143,9 @@ class SpikeMaxPool2d(ClockedLayer):
         if not self.weighted:
             acc = acc + x
         elif n is not None:  # w * x is exact (w = 2^-k): the same values both ways
-            acc = torch.add(acc, x, alpha=2.0 ** -(1 + n % self.num_phases))
+            acc = torch.add(acc, x, alpha=phase_weight(n, self.num_phases))
         else:
-            acc = torch.addcmul(acc, torch.exp2(-(1 + clock % self.num_phases).to(x.dtype)), x)
+            acc = torch.addcmul(acc, phase_weight(clock, self.num_phases, x.dtype), x)
         self._buffers["acc"] = acc
         self.advance()
         _, idx = F.max_pool2d_with_indices(acc, self.kernel_size, self.stride, self.padding,
@@ -164,10 +165,10 @@ class SpikeMaxPool2d(ClockedLayer):
         if not self.weighted:
             ws = [1.0] * steps
         elif n is not None:
-            ws = [2.0 ** -(1 + (n + t) % self.num_phases) for t in range(steps)]
+            ws = [phase_weight(n + t, self.num_phases) for t in range(steps)]
         else:
             offsets = torch.arange(steps, device=inputs.device)
-            ws = torch.exp2(-(1 + (clock + offsets) % self.num_phases).to(inputs.dtype)).unbind(0)
+            ws = phase_weight(clock + offsets, self.num_phases, inputs.dtype).unbind(0)
         accs = torch.empty_like(inputs)
         acc = self._buffers["acc"]
         for w, x, out in zip(ws, inputs.unbind(0), accs.unbind(0)):  # forward's kernel per step

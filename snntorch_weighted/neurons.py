@@ -20,6 +20,7 @@ from snntorch import surrogate
 from torch import Tensor
 
 from .clock import HostClock
+from .spikegen import phase_weight
 
 __all__ = ["WeightedLeaky", "RadixLeaky"]
 
@@ -246,7 +247,7 @@ class WeightedLeaky(_ClockedLeaky):
 
     def phase_weight(self, clock: Tensor, dtype: torch.dtype) -> Tensor:
         """:math:`\\omega(t) = 2^{-(1 + (t-1) \\bmod K)}` for the step after ``clock`` steps."""
-        return torch.exp2(-(1 + clock % self.num_phases).to(dtype))
+        return phase_weight(clock, self.num_phases, dtype)
 
     def _fast(self, input_: Tensor) -> bool:
         """Inference with the few-kernel path: subtractive reset and no state quantisation, or
@@ -267,7 +268,7 @@ class WeightedLeaky(_ClockedLeaky):
         :math:`\\beta V + \\omega I`, compare, reset). Same values as the tensor-clock path
         (:math:`\\omega I` and :math:`\\omega \\vartheta` are exact: :math:`\\omega = 2^{-k}`)."""
         leak, theta, gain = self._constants()
-        w = 2.0 ** -(1 + n % self.num_phases)
+        w = phase_weight(n, self.num_phases)
         mem = self._leak(self._buffers["mem"], leak)
         if not self.fire_spikes:
             if n < self.skip_periods * self.num_phases:
@@ -358,10 +359,10 @@ class WeightedLeaky(_ClockedLeaky):
         n = self._host_clock.read(clock)
         start = self.skip_periods * self.num_phases if not self.fire_spikes else 0
         if n is not None:
-            return [0.0 if n + t < start else 2.0 ** -(1 + (n + t) % self.num_phases)
+            return [0.0 if n + t < start else phase_weight(n + t, self.num_phases)
                     for t in range(steps)]
         offsets = clock + torch.arange(steps, device=inputs.device)
-        w = torch.exp2(-(1 + offsets % self.num_phases).to(inputs.dtype))
+        w = phase_weight(offsets, self.num_phases, inputs.dtype)
         w = torch.where(offsets >= start, w, 0)
         return list(w.view(steps, *[1] * (inputs.dim() - 1)).unbind(0))
 

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "phase_weight",
     "phase_weights",
     "quantize",
     "quantize_code",
@@ -64,14 +65,24 @@ def _check_spikes(spikes: Tensor) -> None:
         raise ValueError("spikes must be time-first [num_steps, ...] with num_steps >= 1")
 
 
+def phase_weight(done: int | Tensor, num_phases: int, dtype: torch.dtype = torch.float32
+                 ) -> float | Tensor:
+    """Weight :math:`\\omega(t) = 2^{-(1 + (t-1) \\bmod K)}` (Kim eq. 6) of step ``t = done + 1``,
+    the step after ``done`` steps: a Python float (exact) for an int ``done``, a tensor of
+    ``dtype`` for a tensor (a step clock, or a range of them)."""
+    if isinstance(done, Tensor):
+        return torch.exp2(-(1 + done % num_phases).to(dtype))
+    return 2.0 ** -(1 + done % num_phases)
+
+
 def phase_weights(
     num_steps: int, num_phases: int, dtype: torch.dtype = torch.float32, device=None
 ) -> Tensor:
-    """Spike weights :math:`\\omega(t) = 2^{-(1 + (t-1) \\bmod K)}` (Kim eq. 6)."""
+    """Spike weights :math:`\\omega(t) = 2^{-(1 + (t-1) \\bmod K)}` of steps 1..num_steps
+    (Kim eq. 6)."""
     _check_count("num_steps", num_steps)
     _check_count("num_phases", num_phases)
-    phase = torch.arange(num_steps, device=device) % num_phases
-    return torch.exp2(-(phase + 1).to(dtype))
+    return phase_weight(torch.arange(num_steps, device=device), num_phases, dtype)
 
 
 def quantize_code(data: Tensor, num_bits: int) -> Tensor:

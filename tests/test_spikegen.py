@@ -1,5 +1,6 @@
 """Encoders and decoders against an independent pure-Python binary expansion."""
 
+import math
 from fractions import Fraction
 
 import pytest
@@ -104,3 +105,14 @@ def test_bad_counts_raise():
         spikegen.radix(x, 0)
     with pytest.raises(ValueError, match="multiple of num_phases"):
         spikegen.decode_weighted(torch.zeros(6, 2), 4)
+
+
+@settings(max_examples=50, deadline=None)
+@given(done=st.integers(0, 10**6), num_phases=st.integers(1, 20))
+def test_phase_weight_host_and_tensor_forms_agree_with_eq6(done: int, num_phases: int) -> None:
+    """omega of step t = done + 1 is 2**-(1 + (t - 1) mod K), as a float and as a tensor."""
+    expected = math.ldexp(1.0, -(1 + done % num_phases))
+    assert spikegen.phase_weight(done, num_phases) == expected
+    clocks = torch.tensor([done, done + 1])
+    got = spikegen.phase_weight(clocks, num_phases, torch.float64)
+    assert got.tolist() == [expected, math.ldexp(1.0, -(1 + (done + 1) % num_phases))]
