@@ -6,6 +6,7 @@ import math
 
 import snntorch
 import snntorch.spikegen as snn_spikegen
+import torch
 from torch import Tensor, fx, nn
 
 from . import spikegen
@@ -134,12 +135,24 @@ class SpikingNetwork(nn.Module):
 
     def decode(self, mem: Tensor, steps: int) -> Tensor:
         """Estimate of the ANN output from the output membrane after ``steps`` steps."""
+        return mem * self._decode_factors([steps])[0]
+
+    def decode_trace(self, mems: Tensor) -> Tensor:
+        """``decode(mems[t], t + 1)`` for every step of a time-first trace ``[T, B, ...]``, as one
+        product (the same values: each step's factor, rounded to ``mems.dtype``, times its
+        membranes)."""
+        factors = self._decode_factors(range(1, mems.shape[0] + 1))
+        factors = torch.tensor(factors, dtype=mems.dtype, device=mems.device)
+        return mems * factors.view(-1, *[1] * (mems.dim() - 1))
+
+    def _decode_factors(self, steps) -> list[float]:
+        """The factor :meth:`decode` multiplies the membrane by, after each of ``steps`` steps."""
         if self.coding == "radix":
-            return mem * self.output_scale
+            return [self.output_scale for _ in steps]
         if self.coding == "rate":
-            return mem * (self.output_scale / max(steps, 1))
-        periods = (steps - self.skip_periods * self.num_phases) / self.num_phases
-        return mem * (self.output_scale / max(periods, 1.0 / self.num_phases))
+            return [self.output_scale / max(n, 1) for n in steps]
+        k, skipped = self.num_phases, self.skip_periods * self.num_phases
+        return [self.output_scale / max((n - skipped) / k, 1.0 / k) for n in steps]
 
     def extra_repr(self) -> str:
         extra = f"coding={self.coding!r}, latency={self.latency}"

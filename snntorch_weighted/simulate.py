@@ -491,12 +491,6 @@ def _readout(snn: nn.Module, mem: Tensor) -> Tensor:
     return torch.where((last_end >= 0).view(-1, 1, 1), held, torch.zeros_like(held))
 
 
-def _estimates(snn: nn.Module, readout: Tensor) -> Tensor:
-    if snn.coding == "radix":
-        return snn.decode(readout, readout.shape[0])
-    return torch.stack([snn.decode(readout[t], t + 1) for t in range(readout.shape[0])])
-
-
 def _count_input(spikes_in: Tensor, fan: Tensor) -> tuple[Tensor, Tensor]:
     """Input spikes and SynOps per step ``[T, B]``, in blocks to bound the temporaries."""
     steps, batch = spikes_in.shape[:2]
@@ -640,7 +634,7 @@ def simulate(
             else:
                 mem = _run_loop(snn, spikes_in)
         readout = _readout(snn, mem)
-        estimate = _estimates(snn, readout)  # decode sees this run's skip_periods
+        estimate = snn.decode_trace(readout)  # decode sees this run's skip_periods
     finally:
         if saved_skip is not None:
             output.skip_periods = saved_skip
@@ -965,7 +959,7 @@ def radix_shortcut(
     predictions = readout.argmax(-1)
     return SimulationResult(
         coding=snn.coding, num_steps=num_steps, mem=mem, readout=readout,
-        estimate=_estimates(snn, readout), predictions=predictions,
+        estimate=snn.decode_trace(readout), predictions=predictions,
         accuracy=None if labels is None else (predictions == labels).double().mean(1),
         labels=labels, spikes=spikes, synops=synops,
         input_spikes=per_step(INPUT, 0),

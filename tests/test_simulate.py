@@ -321,3 +321,15 @@ def test_bad_arguments(digits, mlp) -> None:
         simulate(nn.Linear(64, 10), x, 8)
     with pytest.raises(ValueError, match="no early decision"):
         _ = simulate(snn, x, 8).spikes_at_decision
+
+
+@pytest.mark.parametrize("coding", ["weighted", "rate"])
+def test_estimate_is_decode_of_every_step(digits, mlp, coding: str) -> None:
+    """The estimate trace (one vectorised product) equals ``decode(readout[t], t + 1)``."""
+    x = digits[0][:6]
+    skip = {"skip_periods": 1} if coding == "weighted" else {}
+    snn = convert(mlp, digits[0][:100], coding=coding, num_phases=K, progress=False, **skip)
+    res = simulate(snn, x, 3 * K + 1)
+    for t in range(res.num_steps):
+        assert torch.equal(res.estimate[t], snn.decode(res.readout[t], t + 1)), t
+    assert not torch.equal(res.estimate[-1], res.estimate[-2])  # the factor changes per step
