@@ -345,8 +345,12 @@ class SpikeRecorder:
         def deferred(module: nn.Module, inputs: Any, output: Any) -> None:
             spk = (output[0] if isinstance(output, (tuple, list)) else output).detach()
             pending = self._pending.setdefault(name, [])
+            step_bytes = spk.numel() * spk.element_size()
+            if not pending and step_bytes >= DEFER_BYTES:
+                self.observe(name, spk)  # a block by itself: counted now, without a stack copy
+                return
             pending.append(spk)
-            if len(pending) * spk.numel() * spk.element_size() >= DEFER_BYTES:
+            if len(pending) * step_bytes >= DEFER_BYTES:
                 self._flush(name)
 
         return deferred
