@@ -47,18 +47,21 @@ class HostClock:
 
     def read(self, clock: Tensor) -> int | None:
         """The value of ``clock`` when mirrored, else None (the tensor clock must be used)."""
-        if (torch.compiler.is_compiling() or self._tensor is not clock
-                or _version(clock) != self._version):
+        if torch.compiler.is_compiling() or self._tensor is not clock:
+            return None
+        if self._version >= 0 and clock._version != self._version:  # written in place
             return None
         return self._count
 
-    def advance(self, clock: Tensor, steps: int) -> Tensor:
+    def advance(self, clock: Tensor, steps: int, count: int | None = None) -> Tensor:
         """The module's next clock, ``clock + steps``, kept mirrored when ``clock`` is.
 
+        ``count``: what :meth:`read` returned for ``clock`` in this step (saves reading again).
         In sync, the tensor of that value is reused if one was made before and is unchanged
         (no in-place writes), so no kernel runs per step.
         """
-        count = self.read(clock)
+        if count is None:
+            count = self.read(clock)
         if count is None:
             if not torch.compiler.is_compiling():
                 self._tensor = None

@@ -70,9 +70,10 @@ class ClockedLayer(nn.Module):
         """The clock as a Python int while its host mirror is in sync (:mod:`.clock`), else None."""
         return self._host_clock.read(self._buffers["step"])
 
-    def advance(self, steps: int = 1) -> None:
-        """Move the clock on by ``steps`` (and its host mirror)."""
-        self._buffers["step"] = self._host_clock.advance(self._buffers["step"], steps)
+    def advance(self, steps: int = 1, count: int | None = None) -> None:
+        """Move the clock on by ``steps`` (and its host mirror; ``count``: the value
+        :meth:`clock_value` returned in this step, if any)."""
+        self._buffers["step"] = self._host_clock.advance(self._buffers["step"], steps, count)
 
 
 class SpikeMaxPool2d(ClockedLayer):
@@ -147,7 +148,7 @@ class SpikeMaxPool2d(ClockedLayer):
         else:
             acc = torch.addcmul(acc, phase_weight(clock, self.num_phases, x.dtype), x)
         self._buffers["acc"] = acc
-        self.advance()
+        self.advance(count=n)
         _, idx = F.max_pool2d_with_indices(acc, self.kernel_size, self.stride, self.padding,
                                            self.dilation, self.ceil_mode)
         return x.flatten(-2).gather(-1, idx.flatten(-2)).view_as(idx)

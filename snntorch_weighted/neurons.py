@@ -80,9 +80,11 @@ class _ClockedLeaky(snn.Leaky):
         """
         if torch.compiler.is_compiling():
             return None, None, None
-        find = self._buffers.get
-        beta, theta, gain = (find(name) if name in self._buffers else getattr(self, name)
-                             for name in ("beta", "threshold", "graded_spikes_factor"))
+        found = self._buffers  # learnable ones are parameters: found by getattr
+        beta = found["beta"] if "beta" in found else self.beta
+        theta = found["threshold"] if "threshold" in found else self.threshold
+        gain = (found["graded_spikes_factor"] if "graded_spikes_factor" in found
+                else self.graded_spikes_factor)
         cached = self._constants_cache
         if cached is not None and cached[0] is beta and cached[1] is theta and cached[2] is gain:
             try:
@@ -163,12 +165,14 @@ class _ClockedLeaky(snn.Leaky):
             self._host_clock.restart(self.step)
         return buffers["step"]
 
-    def _end_step(self, spk: Tensor, mem: Tensor, clock: Tensor, steps: int = 1):
-        """Store the new state after ``steps`` steps from ``clock``; what ``forward`` returns."""
+    def _end_step(self, spk: Tensor, mem: Tensor, clock: Tensor, steps: int = 1,
+                  count: int | None = None):
+        """Store the new state after ``steps`` steps from ``clock`` (``count``: its host value,
+        if read in this step); what ``forward`` returns."""
         # plain dict writes: nn.Module.__setattr__ costs a few microseconds per call
         self._buffers["mem"] = mem
         self.__dict__["_last_mem"] = mem
-        self._buffers["step"] = self._host_clock.advance(clock, steps)
+        self._buffers["step"] = self._host_clock.advance(clock, steps, count)
         return self._results(spk, mem)
 
     def _fire(self, x: Tensor) -> Tensor:
@@ -274,7 +278,7 @@ class WeightedLeaky(_ClockedLeaky):
             if n < self.skip_periods * self.num_phases:
                 w = 0.0
             new_mem = torch.add(mem, input_, alpha=w)
-            return self._end_step(torch.zeros_like(new_mem), new_mem, clock)
+            return self._end_step(torch.zeros_like(new_mem), new_mem, clock, count=n)
         new_mem = torch.add(mem, input_, alpha=w)
         if theta is None:
             threshold = w * self.threshold
@@ -283,7 +287,7 @@ class WeightedLeaky(_ClockedLeaky):
         else:
             spk = torch.ge(new_mem, w * theta, out=torch.empty_like(new_mem))
             new_mem.sub_(spk, alpha=w * theta)  # this step's own tensor, not yet handed out
-        return self._end_step(self._graded(spk, gain), new_mem, clock)
+        return self._end_step(self._graded(spk, gain), new_mem, clock, count=n)
 
     def forward(self, input_: Tensor, mem: Tensor | None = None):
         clock = self._begin_step(input_, mem)
