@@ -8,7 +8,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from .clock import HostClock
-from .spikegen import phase_weight
+from .spikegen import block_phase_weights, phase_weight
 
 __all__ = ["ClockedLayer", "SpikeMaxPool2d", "Scale"]
 
@@ -163,13 +163,8 @@ class SpikeMaxPool2d(ClockedLayer):
         steps = inputs.shape[0]
         clock = self.begin_step(inputs[0])
         n = self.clock_value()
-        if not self.weighted:
-            ws = [1.0] * steps
-        elif n is not None:
-            ws = [phase_weight(n + t, self.num_phases) for t in range(steps)]
-        else:
-            offsets = torch.arange(steps, device=inputs.device)
-            ws = phase_weight(clock + offsets, self.num_phases, inputs.dtype).unbind(0)
+        ws = ([1.0] * steps if not self.weighted else
+              block_phase_weights(clock if n is None else n, steps, self.num_phases, inputs.dtype))
         accs = torch.empty_like(inputs)
         acc = self._buffers["acc"]
         for w, x, out in zip(ws, inputs.unbind(0), accs.unbind(0)):  # forward's kernel per step

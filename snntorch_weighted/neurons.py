@@ -20,7 +20,7 @@ from snntorch import surrogate
 from torch import Tensor
 
 from .clock import HostClock
-from .spikegen import phase_weight
+from .spikegen import block_phase_weights, phase_weight
 
 __all__ = ["WeightedLeaky", "RadixLeaky"]
 
@@ -332,7 +332,10 @@ class WeightedLeaky(_ClockedLeaky):
             return super().forward_steps(inputs)
         steps = inputs.shape[0]
         clock = self._begin_step(inputs[0], None)
-        ws = self._block_weights(clock, steps, inputs)
+        n = self._host_clock.read(clock)
+        skipped = 0 if self.fire_spikes else self.skip_periods * self.num_phases
+        ws = block_phase_weights(clock if n is None else n, steps, self.num_phases, inputs.dtype,
+                                 start=skipped)
         leak, theta, gain = self._constants()
         mems = torch.empty_like(inputs) if self.output or not self.init_hidden else None
         spikes = torch.zeros_like(inputs) if not self.fire_spikes else torch.empty_like(inputs)
@@ -355,20 +358,6 @@ class WeightedLeaky(_ClockedLeaky):
             spikes = self._graded(spikes, gain)
         self._end_step(spikes, mem, clock, steps)
         return self._results(spikes, mems)
-
-    def _block_weights(self, clock: Tensor, steps: int, inputs: Tensor) -> list:
-        """Phase weights of the next ``steps`` steps (0 while a ``fire=False`` neuron skips):
-        Python floats when the host mirror of the clock is in sync, else tensors broadcasting
-        against one step of ``inputs``."""
-        n = self._host_clock.read(clock)
-        start = self.skip_periods * self.num_phases if not self.fire_spikes else 0
-        if n is not None:
-            return [0.0 if n + t < start else phase_weight(n + t, self.num_phases)
-                    for t in range(steps)]
-        offsets = clock + torch.arange(steps, device=inputs.device)
-        w = phase_weight(offsets, self.num_phases, inputs.dtype)
-        w = torch.where(offsets >= start, w, 0)
-        return list(w.view(steps, *[1] * (inputs.dim() - 1)).unbind(0))
 
 
 class RadixLeaky(_ClockedLeaky):

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "block_phase_weights",
     "phase_weight",
     "phase_weights",
     "quantize",
@@ -73,6 +74,19 @@ def phase_weight(done: int | Tensor, num_phases: int, dtype: torch.dtype = torch
     if isinstance(done, Tensor):
         return torch.exp2(-(1 + done % num_phases).to(dtype))
     return 2.0 ** -(1 + done % num_phases)
+
+
+def block_phase_weights(done: int | Tensor, steps: int, num_phases: int,
+                        dtype: torch.dtype = torch.float32, start: int = 0) -> list:
+    """:func:`phase_weight` of the ``steps`` steps after ``done`` steps, one per step, 0 for the
+    steps that come before step ``start + 1`` (a skipping output integrator): Python floats for
+    an int ``done`` (a host-side clock), 0-dim tensors of ``dtype`` for a tensor clock."""
+    if isinstance(done, Tensor):
+        offsets = done + torch.arange(steps, device=done.device)
+        weights = torch.where(offsets >= start, phase_weight(offsets, num_phases, dtype), 0)
+        return list(weights.unbind(0))
+    return [0.0 if done + t < start else phase_weight(done + t, num_phases)
+            for t in range(steps)]
 
 
 def phase_weights(

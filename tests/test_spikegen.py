@@ -116,3 +116,16 @@ def test_phase_weight_host_and_tensor_forms_agree_with_eq6(done: int, num_phases
     clocks = torch.tensor([done, done + 1])
     got = spikegen.phase_weight(clocks, num_phases, torch.float64)
     assert got.tolist() == [expected, math.ldexp(1.0, -(1 + (done + 1) % num_phases))]
+
+
+@settings(max_examples=30, deadline=None)
+@given(done=st.integers(0, 200), steps=st.integers(1, 12), num_phases=st.integers(1, 6),
+       start=st.integers(0, 30))
+def test_block_phase_weights_host_and_tensor_forms_agree(done, steps, num_phases, start):
+    """Per-step weights of a block: eq. 6 after ``done`` steps, 0 before step ``start + 1``."""
+    expected = [0.0 if done + t < start else math.ldexp(1.0, -(1 + (done + t) % num_phases))
+                for t in range(steps)]
+    assert spikegen.block_phase_weights(done, steps, num_phases, start=start) == expected
+    tensors = spikegen.block_phase_weights(torch.tensor(done), steps, num_phases,
+                                           torch.float64, start=start)
+    assert [float(w) for w in tensors] == expected
