@@ -59,6 +59,7 @@ Spike totals exclude the input; SynOps totals include the input layer's.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -250,32 +251,35 @@ def _check_decision(early_decision: Any) -> None:
 
 
 def _config_key(snn: nn.Module) -> tuple:
-    """Identity of a network's configuration: its graph and the identity and version counter of
-    every parameter and persistent buffer (weights, biases, shifts, scales; not the neurons'
-    state, which snntorch and this package register as non-persistent buffers). Any in-place
-    update (optimiser step, ``load_state_dict``) or replacement changes it."""
-    config = [(id(p), p._version) for p in snn.parameters()]
+    """Identity of a network's configuration: its graph, its modules, and the identity and version
+    counter of every parameter and persistent buffer (weights, biases, shifts, scales; not the
+    neurons' state, which snntorch and this package register as non-persistent buffers). Any
+    in-place update (optimiser step, ``load_state_dict``) or replacement changes it."""
+    config: list = [(id(p), p._version) for p in snn.parameters()]
     for module in snn.modules():
+        config.append(id(module))
         skip = module._non_persistent_buffers_set
         config += [(id(b), b._version) for n, b in module._buffers.items()
                    if b is not None and n not in skip]
     return id(snn.graph.graph), len(snn.graph.graph.nodes), tuple(config)
 
 
-def _profile(snn: nn.Module, example: Tensor) -> GraphProfile:
-    """:func:`~.metrics.profile_graph` of the step graph, cached on the network.
+def _profile(snn: nn.Module, example: Tensor
+             ) -> tuple[GraphProfile, dict[str, nn.Module], set[str]]:
+    """:func:`~.metrics.profile_graph` of the step graph and the modules the recorder watches
+    (:func:`_watched_modules`), cached together on the network.
 
     The fan-outs depend on the graph, the per-sample input shape and the zero pattern of the
     weights; the cache key is :func:`_config_key` plus the input's shape / dtype / device, so a
-    stale profile is never reused.
+    stale profile is never reused (a replaced module changes the key through its buffers).
     """
     key = (_config_key(snn), tuple(example.shape[1:]), example.dtype, example.device)
     cached = snn.__dict__.get("_profile_cache")
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    profile = profile_graph(snn.graph, example)
-    snn.__dict__["_profile_cache"] = (key, profile)
-    return profile
+    if cached is None or cached[0] != key:
+        cached = (key, profile_graph(snn.graph, example), *_watched_modules(snn))
+        snn.__dict__["_profile_cache"] = cached
+    _, profile, modules, neuron_names = cached
+    return profile, dict(modules), set(neuron_names)
 
 
 def _resolve_steps(snn: nn.Module, num_steps: int | None) -> int:
@@ -290,7 +294,7 @@ def _resolve_steps(snn: nn.Module, num_steps: int | None) -> int:
 
 def _to_network(snn: nn.Module, inputs: Tensor) -> Tensor:
     """Inputs on the network's device, in its floating dtype (radix nets are float64)."""
-    for tensor in (*snn.parameters(), *snn.buffers()):
+    for tensor in itertools.chain(snn.parameters(), snn.buffers()):  # stops at the first one
         if tensor.is_floating_point():
             return inputs.to(device=tensor.device, dtype=tensor.dtype)
     return inputs
@@ -616,9 +620,8 @@ def simulate(
     if labels is not None:
         labels = labels.to(x.device)
     spikes_in = x if encoded else snn.encode(x, num_steps)
-    profile = _profile(snn, spikes_in[0])
+    profile, modules, neuron_names = _profile(snn, spikes_in[0])
     chunk = _choose_chunk(fold, chunk_size, profile.max_numel, spikes_in)
-    modules, neuron_names = _watched_modules(snn)
     recorder = SpikeRecorder(modules, profile.fanout, neuron_names, keep_trains=record_layers)
 
     saved_skip = getattr(output, "skip_periods", None)
@@ -907,9 +910,8 @@ def radix_shortcut(
         labels = labels.to(x.device)
     bits, batch = int(snn.num_bits), x.shape[0]
     code = spikegen.quantize_code(x, bits).to(x.dtype if x.is_floating_point() else torch.float64)
-    profile = _profile(snn, x[:1])
+    profile, modules, neuron_names = _profile(snn, x[:1])
     evaluator = _PeriodEvaluator(snn, code)
-    modules, neuron_names = _watched_modules(snn)
     nodes = {n.target: n for n in snn.graph.graph.nodes if n.op == "call_module"}
     nodes[INPUT] = next(n for n in snn.graph.graph.nodes if n.op == "placeholder")
     out_node = next(n for n in nodes.values() if n.op == "call_module"

@@ -14,6 +14,7 @@ from sklearn.datasets import load_digits
 from torch import fx, nn
 
 from snntorch_weighted.convert import convert
+from snntorch_weighted.layers import SpikeMaxPool2d
 from snntorch_weighted.metrics import INPUT, ann_macs, is_stateful
 from snntorch_weighted.network import SpikingNetwork
 from snntorch_weighted.neurons import RadixLeaky
@@ -333,3 +334,17 @@ def test_estimate_is_decode_of_every_step(digits, mlp, coding: str) -> None:
     for t in range(res.num_steps):
         assert torch.equal(res.estimate[t], snn.decode(res.readout[t], t + 1)), t
     assert not torch.equal(res.estimate[-1], res.estimate[-2])  # the factor changes per step
+
+
+def test_cached_plan_follows_a_replaced_module(digits, cnn) -> None:
+    """simulate caches the fan-outs and the watched modules per network; a module replaced in
+    the graph (no parameters, so no weight changed) is watched instead of the old one."""
+    x = digits[0][:4].view(-1, 1, 8, 8)
+    snn = convert(cnn, digits[0][:200].view(-1, 1, 8, 8), num_phases=K, progress=False)
+    before = simulate(snn, x, 2 * K, fold=False)
+    old = snn.graph.pool
+    snn.graph.pool = SpikeMaxPool2d(old.kernel_size, old.stride, weighted=True, num_phases=K)
+    after = simulate(snn, x, 2 * K, fold=False)
+    assert after.synops.keys() == before.synops.keys() and "pool" in after.synops
+    assert torch.equal(after.synops["pool"], before.synops["pool"])
+    assert torch.equal(after.mem, before.mem)
