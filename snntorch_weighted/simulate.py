@@ -271,15 +271,14 @@ def _profile(snn: nn.Module, example: Tensor
 
     The fan-outs depend on the graph, the per-sample input shape and the zero pattern of the
     weights; the cache key is :func:`_config_key` plus the input's shape / dtype / device, so a
-    stale profile is never reused (a replaced module changes the key through its buffers).
+    stale profile is never reused (a module replaced in the graph changes the key too).
     """
     key = (_config_key(snn), tuple(example.shape[1:]), example.dtype, example.device)
     cached = snn.__dict__.get("_profile_cache")
     if cached is None or cached[0] != key:
         cached = (key, profile_graph(snn.graph, example), *_watched_modules(snn))
         snn.__dict__["_profile_cache"] = cached
-    _, profile, modules, neuron_names = cached
-    return profile, dict(modules), set(neuron_names)
+    return cached[1:]  # read only: the recorder never changes them
 
 
 def _resolve_steps(snn: nn.Module, num_steps: int | None) -> int:
