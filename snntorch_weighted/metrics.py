@@ -58,8 +58,12 @@ DEFER_BYTES = 4 * 2**20
 
 
 def is_stateful(module: nn.Module) -> bool:
-    """A module with state over time: anything with a ``reset_mem`` (neurons, spike max-pool)."""
-    return callable(getattr(module, "reset_mem", None))
+    """A module with state over time: its class defines ``reset_mem`` (neurons, spike max-pool).
+
+    Looked up on the class: a failed instance lookup goes through ``nn.Module.__getattr__``, which
+    raises and catches an exception per module (:func:`~snntorch_weighted.reset` runs this for
+    every module of a network before each sequence)."""
+    return callable(getattr(type(module), "reset_mem", None))
 
 
 def is_neuron(module: nn.Module) -> bool:
@@ -270,6 +274,7 @@ class SpikeRecorder:
     (graded spikes of a neuron with ``graded_spikes_factor != 1`` are counted as ``!= 0``). The
     product runs in float32 when it is exact there (``N < 2**24`` and ``sum(f) < 2**24``, so no
     partial sum can round), else in float64. :meth:`stacked` returns ``[T, B]`` tensors.
+    :meth:`renewed` gives a recorder for the next run that shares the tables built here.
 
     Args:
         modules: name -> module to watch (neurons and routing layers).
@@ -289,32 +294,48 @@ class SpikeRecorder:
         self.modules = modules
         self.fanouts = {n: f.flatten() for n, f in fanouts.items() if n in modules}
         self.count_spikes = {n for n in count_spikes if n in modules}
-        self.keep_trains = keep_trains
-        self.records: dict[str, list[Tensor]] = {n: [] for n in modules}
-        self.trains: dict[str, list[Tensor]] = {n: [] for n in self.count_spikes}
-        self.num_neurons: dict[str, int] = {}
         self._exact32 = {n: int(f.sum()) < 2**24 and f.numel() < 2**24
                          for n, f in self.fanouts.items()}
         self._binary = {n: _is_binary(m) for n, m in modules.items()}
-        self._weights: dict[str, Tensor] = {}
+        self._deferred = {n: _fresh_outputs(m) for n, m in modules.items()}
+        self._weights: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
+        self._begin(keep_trains)
+
+    def _begin(self, keep_trains: bool) -> None:
+        """Empty per-run state."""
+        self.keep_trains = keep_trains
+        self.records: dict[str, list[tuple[Tensor, Tensor]]] = {n: [] for n in self.modules}
+        self.trains: dict[str, list[Tensor]] = {n: [] for n in self.count_spikes}
+        self.num_neurons: dict[str, int] = {}
         self._handles: list[Any] = []
-        self._pending: dict[str, list[Tensor]] = {}
+        self._pending: dict[str, list[Tensor]] = {n: [] for n, d in self._deferred.items() if d}
+        self._limits: dict[str, int] = {}
+
+    def renewed(self, keep_trains: bool = False) -> SpikeRecorder:
+        """A recorder for a new run over the same modules that shares this one's tables (the
+        fan-outs in the counting dtype, which modules spike 0/1), so a run has no set-up work."""
+        new = copy.copy(self)
+        new._begin(keep_trains)
+        return new
 
     def _weight(self, name: str, flat: Tensor) -> Tensor:
-        """The fan-out ``[N]`` of one module in the counting dtype (built on its first call)."""
+        """The fan-out ``[N]`` of one module in the counting dtype, on ``flat``'s device."""
         n = flat.shape[-1]
-        fan = self.fanouts.get(name)
-        if fan is None:
-            fan = torch.zeros(n, dtype=torch.long)
-        elif fan.numel() != n:
-            raise ValueError(f"module {name!r} emitted {n} neurons per sample but its fan-out has "
-                             f"{fan.numel()} entries (input shape changed since profiling?)")
-        exact32 = self._exact32.get(name, True) and flat.dtype != torch.float64
-        dtype = torch.float32 if exact32 else torch.float64
-        fan = fan.to(device=flat.device, dtype=dtype)
-        self._weights[name] = fan.contiguous()
+        key = (name, flat.dtype, flat.device)
+        fan = self._weights.get(key)
+        if fan is None or fan.numel() != n:
+            fan = self.fanouts.get(name)
+            if fan is None:
+                fan = torch.zeros(n, dtype=torch.long)
+            elif fan.numel() != n:
+                raise ValueError(f"module {name!r} emitted {n} neurons per sample but its fan-out "
+                                 f"has {fan.numel()} entries (input shape changed since "
+                                 "profiling?)")
+            exact32 = self._exact32.get(name, True) and flat.dtype != torch.float64
+            dtype = torch.float32 if exact32 else torch.float64
+            fan = self._weights[key] = fan.to(device=flat.device, dtype=dtype).contiguous()
         self.num_neurons[name] = n
-        return self._weights[name]
+        return fan
 
     def observe(self, name: str, output: Any, steps: int | None = None) -> None:
         """Count one output of module ``name``: one step ``[B, ...]``, or ``steps`` steps
@@ -323,11 +344,9 @@ class SpikeRecorder:
         spk = (output[0] if isinstance(output, (tuple, list)) else output).detach()
         block = spk if steps is not None else spk.unsqueeze(0)
         flat = block.flatten(2)
+        fan = self._weight(name, flat)
         if not self._binary[name]:
             flat = flat.ne(0)
-        fan = self._weights.get(name)
-        if fan is None:
-            fan = self._weight(name, flat)
         if flat.dtype != fan.dtype:
             flat = flat.to(fan.dtype)
         self.records[name].append((flat.sum(2), flat @ fan))  # spikes, SynOps: [t, B] each
@@ -335,7 +354,7 @@ class SpikeRecorder:
             self.trains[name].append(block if steps is not None else block.clone())
 
     def _hook(self, name: str):
-        if not _fresh_outputs(self.modules[name]):
+        if not self._deferred[name]:
 
             def hook(module: nn.Module, inputs: Any, output: Any) -> None:
                 self.observe(name, output)
@@ -343,15 +362,21 @@ class SpikeRecorder:
             return hook
 
         def deferred(module: nn.Module, inputs: Any, output: Any) -> None:
-            spk = (output[0] if isinstance(output, (tuple, list)) else output).detach()
-            pending = self._pending.setdefault(name, [])
-            step_bytes = spk.numel() * spk.element_size()
-            if not pending and step_bytes >= DEFER_BYTES:
-                self.observe(name, spk)  # a block by itself: counted now, without a stack copy
-                return
+            spk = output[0] if isinstance(output, (tuple, list)) else output
+            if spk.requires_grad:
+                spk = spk.detach()
+            pending = self._pending[name]
             pending.append(spk)
-            if len(pending) * step_bytes >= DEFER_BYTES:
-                self._flush(name)
+            limit = self._limits.get(name)
+            if limit is None:  # steps per block, from the first step's size
+                step_bytes = max(spk.numel() * spk.element_size(), 1)
+                limit = self._limits[name] = DEFER_BYTES // step_bytes
+            if len(pending) >= limit:
+                if limit < 2:  # a block by itself: counted now, without a stack copy
+                    pending.clear()
+                    self.observe(name, spk)
+                else:
+                    self._flush(name)
 
         return deferred
 
@@ -363,6 +388,8 @@ class SpikeRecorder:
             pending.clear()
 
     def __enter__(self) -> SpikeRecorder:
+        if self._handles:
+            raise RuntimeError("this recorder is already recording; use renewed() for another run")
         for name, module in self.modules.items():
             self._handles.append(module.register_forward_hook(self._hook(name)))
         return self
@@ -382,14 +409,20 @@ class SpikeRecorder:
         for name, values in self.records.items():
             if not values:
                 continue
+            # exact integers in float (see the class docstring): .long() converts exactly
             if name in self.count_spikes:
-                spikes[name] = torch.cat([c for c, _ in values]).round().long()
+                spikes[name] = _join([c for c, _ in values]).long()
             if name in self.fanouts:
-                synops[name] = torch.cat([s for _, s in values]).round().long()
+                synops[name] = _join([s for _, s in values]).long()
         for name, values in self.trains.items():
             if values:
                 trains[name] = torch.cat(values)
         return spikes, synops, trains
+
+
+def _join(blocks: list[Tensor]) -> Tensor:
+    """The blocks concatenated over time (a single block as is)."""
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
 
 def _fresh_outputs(module: nn.Module) -> bool:

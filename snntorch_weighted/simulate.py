@@ -255,30 +255,34 @@ def _config_key(snn: nn.Module) -> tuple:
     counter of every parameter and persistent buffer (weights, biases, shifts, scales; not the
     neurons' state, which snntorch and this package register as non-persistent buffers). Any
     in-place update (optimiser step, ``load_state_dict``) or replacement changes it."""
-    config: list = [(id(p), p._version) for p in snn.parameters()]
-    for module in snn.modules():
+    config: list = []
+    for module in snn.modules():  # one walk (a shared parameter is listed per module: harmless)
         config.append(id(module))
+        config += [(id(p), p._version) for p in module._parameters.values() if p is not None]
         skip = module._non_persistent_buffers_set
         config += [(id(b), b._version) for n, b in module._buffers.items()
                    if b is not None and n not in skip]
     return id(snn.graph.graph), len(snn.graph.graph.nodes), tuple(config)
 
 
-def _profile(snn: nn.Module, example: Tensor
-             ) -> tuple[GraphProfile, dict[str, nn.Module], set[str]]:
-    """:func:`~.metrics.profile_graph` of the step graph and the modules the recorder watches
-    (:func:`_watched_modules`), cached together on the network.
+def _profile(snn: nn.Module, example: Tensor) -> tuple[GraphProfile, SpikeRecorder]:
+    """:func:`~.metrics.profile_graph` of the step graph and a :class:`~.metrics.SpikeRecorder`
+    of the modules to watch (:func:`_watched_modules`), cached together on the network.
 
     The fan-outs depend on the graph, the per-sample input shape and the zero pattern of the
     weights; the cache key is :func:`_config_key` plus the input's shape / dtype / device, so a
-    stale profile is never reused (a module replaced in the graph changes the key too).
+    stale profile is never reused (a module replaced in the graph changes the key too). Each run
+    counts with ``recorder.renewed()`` (the recorder's tables are built once).
     """
     key = (_config_key(snn), tuple(example.shape[1:]), example.dtype, example.device)
     cached = snn.__dict__.get("_profile_cache")
     if cached is None or cached[0] != key:
-        cached = (key, profile_graph(snn.graph, example), *_watched_modules(snn))
+        profile = profile_graph(snn.graph, example)
+        modules, neuron_names = _watched_modules(snn)
+        recorder = SpikeRecorder(modules, profile.fanout, neuron_names)
+        cached = (key, profile, recorder)
         snn.__dict__["_profile_cache"] = cached
-    return cached[1:]  # read only: the recorder never changes them
+    return cached[1], cached[2]
 
 
 def _resolve_steps(snn: nn.Module, num_steps: int | None) -> int:
@@ -619,9 +623,9 @@ def simulate(
     if labels is not None:
         labels = labels.to(x.device)
     spikes_in = x if encoded else snn.encode(x, num_steps)
-    profile, modules, neuron_names = _profile(snn, spikes_in[0])
+    profile, watcher = _profile(snn, spikes_in[0])
     chunk = _choose_chunk(fold, chunk_size, profile.max_numel, spikes_in)
-    recorder = SpikeRecorder(modules, profile.fanout, neuron_names, keep_trains=record_layers)
+    recorder = watcher.renewed(keep_trains=record_layers)
 
     saved_skip = getattr(output, "skip_periods", None)
     try:
@@ -909,7 +913,8 @@ def radix_shortcut(
         labels = labels.to(x.device)
     bits, batch = int(snn.num_bits), x.shape[0]
     code = spikegen.quantize_code(x, bits).to(x.dtype if x.is_floating_point() else torch.float64)
-    profile, modules, neuron_names = _profile(snn, x[:1])
+    profile, watcher = _profile(snn, x[:1])
+    modules, neuron_names = watcher.modules, watcher.count_spikes
     evaluator = _PeriodEvaluator(snn, code)
     nodes = {n.target: n for n in snn.graph.graph.nodes if n.op == "call_module"}
     nodes[INPUT] = next(n for n in snn.graph.graph.nodes if n.op == "placeholder")

@@ -50,13 +50,17 @@ def _check_data(data: Tensor) -> None:
         raise ValueError(
             f"data must be a floating-point tensor with values in [0, 1], got dtype {data.dtype}"
         )
+    if not data.numel():
+        return
+    low, high = torch.aminmax(data)  # one pass; NaN anywhere makes both NaN
+    if bool((low >= 0) & (high <= 1)):
+        return
     if torch.isnan(data).any():
         raise ValueError("data contains NaN")
-    if data.numel() and (data.min() < 0 or data.max() > 1):
-        raise ValueError(
-            f"data must lie in [0, 1], got values in [{data.min().item():g}, "
-            f"{data.max().item():g}]; normalise it first (e.g. divide 8-bit images by 255)"
-        )
+    raise ValueError(
+        f"data must lie in [0, 1], got values in [{low.item():g}, {high.item():g}]; "
+        "normalise it first (e.g. divide 8-bit images by 255)"
+    )
 
 
 def _check_spikes(spikes: Tensor) -> None:
