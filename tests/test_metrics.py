@@ -158,6 +158,32 @@ def test_recorder_counts_and_synops() -> None:
     assert rec.num_neurons == {"n": 4}
 
 
+def test_renewed_recorder_counts_each_run_alone() -> None:
+    """A renewed recorder shares the tables but not the counts: every run counts only its own
+    steps, equal to a fresh recorder's (here with a batch size that changes between runs and
+    blocks of 3 steps, so deferred blocks are flushed mid-run and at the end)."""
+    torch.manual_seed(1)
+    n = neuron()
+    fan = torch.tensor([2, 7, 0, 1])
+    first = SpikeRecorder({"n": n}, {"n": fan}, {"n"})
+    for batch, steps in ((2, 7), (5, 3), (1, 10)):
+        inputs = torch.rand(steps, batch, 4) * 2
+        results = []
+        for rec in (first.renewed(), SpikeRecorder({"n": n}, {"n": fan}, {"n"})):
+            n.reset_mem()
+            rec._limits["n"] = 3  # deferred blocks of 3 steps
+            with rec:
+                outs = torch.stack([n(x) for x in inputs])
+            results.append(rec.stacked())
+        for spikes, synops, _ in results:
+            assert torch.equal(spikes["n"], (outs != 0).sum(-1))
+            assert torch.equal(synops["n"], ((outs != 0).long() * fan).sum(-1))
+    assert not first.records["n"]  # the template itself never counted
+    rec = first.renewed()
+    with rec, pytest.raises(RuntimeError, match="already recording"):
+        rec.__enter__()
+
+
 def test_ann_macs() -> None:
     model = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, groups=4),
