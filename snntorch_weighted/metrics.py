@@ -261,19 +261,22 @@ def fanout(graph: fx.GraphModule, example_step: Tensor) -> dict[str, Tensor]:
 
 
 class SpikeRecorder:
-    """Forward hooks that count spikes and SynOps per step, on device, with no host sync.
+    """Counts spikes and SynOps per step, on device, with no host sync.
 
-    Use as a context manager around the steps. Spikes are counted with a sum and a
-    matrix-vector product of the flattened spikes ``[t, B, N]`` (spike count; SynOps with the
-    fan-out ``f``), per step and sample (a sum and a product with a contiguous vector are several
-    times faster than one product with an ``[N, 2]`` matrix at batch 1). For modules whose outputs
-    are fresh tensors (neurons, ``SpikeMaxPool2d``) the hook only keeps the step's spikes and
-    counts them in blocks of about ``DEFER_BYTES`` (fewer kernel launches per step); other
-    modules are counted at every call. :meth:`observe` counts a block given directly (the
-    time-folded runner, where no per-step hook fires). Spikes are taken as 0/1
-    (graded spikes of a neuron with ``graded_spikes_factor != 1`` are counted as ``!= 0``). The
-    product runs in float32 when it is exact there (``N < 2**24`` and ``sum(f) < 2**24``, so no
-    partial sum can round), else in float64. :meth:`stacked` returns ``[T, B]`` tensors.
+    Use as a context manager around the steps (forward hooks on ``modules`` hand each output to
+    :meth:`take`), or hand the outputs over directly with :meth:`step` (a runner that returns
+    them, as the step loop of :func:`~snntorch_weighted.simulate.simulate` does: no hooks).
+    Spikes are counted with a sum and a matrix-vector product of the flattened spikes
+    ``[t, B, N]`` (spike count; SynOps with the fan-out ``f``), per step and sample (a sum and a
+    product with a contiguous vector are several times faster than one product with an
+    ``[N, 2]`` matrix at batch 1). For modules whose outputs are fresh tensors (neurons,
+    ``SpikeMaxPool2d``) a step's spikes are kept and counted in blocks of about ``DEFER_BYTES``
+    (fewer kernel launches per step); other modules are counted at every call. :meth:`observe`
+    counts a block given directly (the time-folded runner, where no per-step hook fires).
+    Spikes are taken as 0/1 (graded spikes of a neuron with ``graded_spikes_factor != 1`` are
+    counted as ``!= 0``). The product runs in float32 when it is exact there (``N < 2**24`` and
+    ``sum(f) < 2**24``, so no partial sum can round), else in float64. :meth:`stacked` returns
+    ``[T, B]`` tensors.
     :meth:`renewed` gives a recorder for the next run that shares the tables built here.
 
     Args:
@@ -353,32 +356,32 @@ class SpikeRecorder:
         if self.keep_trains and name in self.trains:
             self.trains[name].append(block if steps is not None else block.clone())
 
-    def _hook(self, name: str):
+    def take(self, name: str, output: Any) -> None:
+        """One step's output of module ``name`` (what its forward hook sees): counted now, or
+        kept for a block when the module's outputs are fresh tensors."""
         if not self._deferred[name]:
+            self.observe(name, output)
+            return
+        spk = output[0] if isinstance(output, (tuple, list)) else output
+        if spk.requires_grad:
+            spk = spk.detach()
+        pending = self._pending[name]
+        pending.append(spk)
+        limit = self._limits.get(name)
+        if limit is None:  # steps per block, from the first step's size
+            limit = self._limits[name] = DEFER_BYTES // max(spk.numel() * spk.element_size(), 1)
+        if len(pending) >= limit:
+            if limit < 2:  # a block by itself: counted now, without a stack copy
+                pending.clear()
+                self.observe(name, spk)
+            else:
+                self._flush(name)
 
-            def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-                self.observe(name, output)
-
-            return hook
-
-        def deferred(module: nn.Module, inputs: Any, output: Any) -> None:
-            spk = output[0] if isinstance(output, (tuple, list)) else output
-            if spk.requires_grad:
-                spk = spk.detach()
-            pending = self._pending[name]
-            pending.append(spk)
-            limit = self._limits.get(name)
-            if limit is None:  # steps per block, from the first step's size
-                step_bytes = max(spk.numel() * spk.element_size(), 1)
-                limit = self._limits[name] = DEFER_BYTES // step_bytes
-            if len(pending) >= limit:
-                if limit < 2:  # a block by itself: counted now, without a stack copy
-                    pending.clear()
-                    self.observe(name, spk)
-                else:
-                    self._flush(name)
-
-        return deferred
+    def step(self, names: tuple[str, ...], outputs: tuple[Any, ...]) -> None:
+        """:meth:`take` for several modules' outputs of one step (a runner that returns the
+        watched outputs itself instead of firing hooks)."""
+        for name, output in zip(names, outputs, strict=True):
+            self.take(name, output)
 
     def _flush(self, name: str) -> None:
         """Count the steps a deferred hook has collected, as one block."""
@@ -391,7 +394,8 @@ class SpikeRecorder:
         if self._handles:
             raise RuntimeError("this recorder is already recording; use renewed() for another run")
         for name, module in self.modules.items():
-            self._handles.append(module.register_forward_hook(self._hook(name)))
+            self._handles.append(module.register_forward_hook(
+                lambda module, inputs, output, name=name: self.take(name, output)))
         return self
 
     def __exit__(self, *exc: Any) -> None:

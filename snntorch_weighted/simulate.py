@@ -48,19 +48,22 @@ is computed per period on integer codes instead of per step; only on request.
 (period K, resp. T), so everything computed from the input alone through stateless layers (the
 first weight layer's currents) is computed for one period and gathered by phase for every block.
 
-**Counting** (:class:`~snntorch_weighted.metrics.SpikeRecorder`): forward hooks on the hidden
-neurons and routing layers (spike max-pool, delays) count spikes and SynOps (a sum and a
-matrix-vector product) on device, with no host sync; neurons and spike max-pools hand their
-spikes to the recorder, which counts them in blocks of steps; ``forward_steps`` blocks of the
-folded runner are counted directly (no per-step hooks fire there, so use ``fold=False`` to see
-every step in hooks of your own). Input spikes and their SynOps are counted from the encoded train.
+**Counting** (:class:`~snntorch_weighted.metrics.SpikeRecorder`) of the hidden neurons and
+routing layers (spike max-pool, delays): spikes and SynOps (a sum and a matrix-vector product) on
+device, with no host sync. The step loop runs a copy of the step graph that also returns these
+modules' outputs (:func:`_stepper`: the same modules run, so hooks of your own fire at every
+step, but none of the recorder's: a hooked call costs several microseconds); spikes of neurons
+and spike max-pools are counted in blocks of steps. ``forward_steps`` blocks of the folded runner
+are counted directly (no per-step hooks fire there, so use ``fold=False`` to see every step in
+hooks of your own); stateful modules it steps one by one are counted by forward hooks. Input
+spikes and their SynOps are counted from the encoded train.
 Spike totals exclude the input; SynOps totals include the input layer's.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -265,24 +268,48 @@ def _config_key(snn: nn.Module) -> tuple:
     return id(snn.graph.graph), len(snn.graph.graph.nodes), tuple(config)
 
 
-def _profile(snn: nn.Module, example: Tensor) -> tuple[GraphProfile, SpikeRecorder]:
-    """:func:`~.metrics.profile_graph` of the step graph and a :class:`~.metrics.SpikeRecorder`
-    of the modules to watch (:func:`_watched_modules`), cached together on the network.
+@dataclass(frozen=True)
+class _Plan:
+    """What a network's runs reuse while its configuration stays the same (see :func:`_plan`)."""
+
+    profile: GraphProfile
+    recorder: SpikeRecorder  # its tables; each run counts with recorder.renewed()
+    stepper: fx.GraphModule  # the step graph that also returns the watched modules' outputs
+    stepped: tuple[str, ...]  # the names of those outputs, in order
+
+
+def _stepper(snn: nn.Module, names: Iterable[str]) -> tuple[fx.GraphModule, tuple[str, ...]]:
+    """The step graph returning ``(output, *watched)``: besides the output membrane, the output
+    of every call of a module in ``names``, in graph order. The same modules run (hooks of
+    their own fire), but the step loop gets the outputs to count without forward hooks of its
+    own (a hooked module call costs several microseconds more)."""
+    source = snn.graph.graph
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    result = graph.graph_copy(source, env)
+    watched = [n for n in source.nodes if n.op == "call_module" and n.target in names]
+    graph.output((result, *(env[n] for n in watched)))
+    return fx.GraphModule(snn.graph, graph), tuple(n.target for n in watched)
+
+
+def _plan(snn: nn.Module, example: Tensor) -> _Plan:
+    """:func:`~.metrics.profile_graph` of the step graph, a :class:`~.metrics.SpikeRecorder` of
+    the modules to watch (:func:`_watched_modules`) and the :func:`_stepper` graph, cached
+    together on the network.
 
     The fan-outs depend on the graph, the per-sample input shape and the zero pattern of the
     weights; the cache key is :func:`_config_key` plus the input's shape / dtype / device, so a
-    stale profile is never reused (a module replaced in the graph changes the key too). Each run
-    counts with ``recorder.renewed()`` (the recorder's tables are built once).
+    stale plan is never reused (a module replaced in the graph changes the key too).
     """
     key = (_config_key(snn), tuple(example.shape[1:]), example.dtype, example.device)
-    cached = snn.__dict__.get("_profile_cache")
+    cached = snn.__dict__.get("_plan_cache")
     if cached is None or cached[0] != key:
         profile = profile_graph(snn.graph, example)
         modules, neuron_names = _watched_modules(snn)
         recorder = SpikeRecorder(modules, profile.fanout, neuron_names)
-        cached = (key, profile, recorder)
-        snn.__dict__["_profile_cache"] = cached
-    return cached[1], cached[2]
+        cached = (key, _Plan(profile, recorder, *_stepper(snn, modules)))
+        snn.__dict__["_plan_cache"] = cached
+    return cached[1]
 
 
 def _resolve_steps(snn: nn.Module, num_steps: int | None) -> int:
@@ -322,9 +349,15 @@ def _input_period(snn: nn.Module) -> int | None:
     return None
 
 
-def _run_loop(snn: nn.Module, spikes_in: Tensor) -> Tensor:
-    """Step loop: the whole graph once per step; returns the output membranes ``[T, B, C]``."""
-    return torch.stack([snn(spikes_in[t]) for t in range(spikes_in.shape[0])])
+def _run_loop(plan: _Plan, spikes_in: Tensor, recorder: SpikeRecorder) -> Tensor:
+    """Step loop: the whole graph once per step (:func:`_stepper`), the watched outputs handed to
+    ``recorder``; returns the output membranes ``[T, B, C]``."""
+    mems = []
+    for t in range(spikes_in.shape[0]):
+        mem, *watched = plan.stepper(spikes_in[t])
+        recorder.step(plan.stepped, watched)
+        mems.append(mem)
+    return torch.stack(mems)
 
 
 def _slice_step(value: Any, timed: bool, steps: int, t: int) -> Any:
@@ -623,22 +656,23 @@ def simulate(
     if labels is not None:
         labels = labels.to(x.device)
     spikes_in = x if encoded else snn.encode(x, num_steps)
-    profile, watcher = _profile(snn, spikes_in[0])
+    plan = _plan(snn, spikes_in[0])
+    profile = plan.profile
     chunk = _choose_chunk(fold, chunk_size, profile.max_numel, spikes_in)
-    recorder = watcher.renewed(keep_trains=record_layers)
+    recorder = plan.recorder.renewed(keep_trains=record_layers)
 
     saved_skip = getattr(output, "skip_periods", None)
     try:
         if saved_skip is not None and skip_periods is not None:
             output.skip_periods = skip_periods
         reset(snn)
-        with recorder:
-            if chunk:
-                period = _input_period(snn) if reuse_input and not encoded else None
-                observe = partial(_observe_watched, recorder)
+        if chunk:
+            period = _input_period(snn) if reuse_input and not encoded else None
+            observe = partial(_observe_watched, recorder)
+            with recorder:  # hooks count stateful modules the runner steps one by one
                 mem = _FoldedRunner(snn.graph, spikes_in, period, observe).run(spikes_in, chunk)
-            else:
-                mem = _run_loop(snn, spikes_in)
+        else:
+            mem = _run_loop(plan, spikes_in, recorder)
         readout = _readout(snn, mem)
         estimate = snn.decode_trace(readout)  # decode sees this run's skip_periods
     finally:
@@ -913,8 +947,8 @@ def radix_shortcut(
         labels = labels.to(x.device)
     bits, batch = int(snn.num_bits), x.shape[0]
     code = spikegen.quantize_code(x, bits).to(x.dtype if x.is_floating_point() else torch.float64)
-    profile, watcher = _profile(snn, x[:1])
-    modules, neuron_names = watcher.modules, watcher.count_spikes
+    plan = _plan(snn, x[:1])
+    profile, modules, neuron_names = plan.profile, plan.recorder.modules, plan.recorder.count_spikes
     evaluator = _PeriodEvaluator(snn, code)
     nodes = {n.target: n for n in snn.graph.graph.nodes if n.op == "call_module"}
     nodes[INPUT] = next(n for n in snn.graph.graph.nodes if n.op == "placeholder")

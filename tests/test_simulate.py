@@ -348,3 +348,24 @@ def test_cached_plan_follows_a_replaced_module(digits, cnn) -> None:
     assert after.synops.keys() == before.synops.keys() and "pool" in after.synops
     assert torch.equal(after.synops["pool"], before.synops["pool"])
     assert torch.equal(after.mem, before.mem)
+
+
+def test_step_loop_runs_the_same_modules_and_leaves_no_hooks(digits, cnn) -> None:
+    """The step loop gets the watched outputs from its own copy of the step graph, which calls
+    the network's modules: a user's hook on a neuron sees every step (the trains simulate
+    records), and no hook of simulate's is left on any module."""
+    x = digits[0][:3].view(-1, 1, 8, 8)
+    snn = convert(cnn, digits[0][:200].view(-1, 1, 8, 8), num_phases=K, progress=False)
+    name, neuron = snn.neurons()[0]
+    seen: list[torch.Tensor] = []
+    handle = neuron.register_forward_hook(lambda m, i, o: seen.append(o.clone()))
+    try:
+        steps = K + 3
+        res = simulate(snn, x, steps, fold=False, record_layers=True)
+        assert len(seen) == steps
+        assert torch.equal(torch.stack(seen), res.layer_trains[name])
+        assert torch.equal(res.spikes[name], (torch.stack(seen) != 0).flatten(2).sum(2))
+        assert [len(m._forward_hooks) for m in snn.modules()] == [
+            int(m is neuron) for m in snn.modules()]
+    finally:
+        handle.remove()
