@@ -18,9 +18,11 @@ one machine:
 Timing: one warm-up call, then rounds in which every path runs once (interleaved, so load
 changes hit all paths alike): at least ``--repeats`` rounds (radix at batch > 1: one), and
 more while the configuration has been timed for less than ``--budget``
-seconds (at most 30 rounds). Each path's best round is reported: on a shared virtual machine
-single rounds vary by +-30 %, the best of many approaches the unloaded speed. The ANN is timed
-as a loop of as many forwards as the SNN call has steps.
+seconds (at most 30 rounds); the order of the paths rotates from round to round. Each path's
+best round gives its steps / second: on a shared virtual machine single rounds vary by +-30 %,
+the best of many approaches the unloaded speed. Ratios between paths are the median over rounds
+of the ratio within a round (paths timed seconds apart share the load of that moment). The ANN
+is timed as a loop of as many forwards as the SNN call has steps.
 Each timed call simulates ``min(T, cap)`` steps (``--max-steps``, default: all T at batch 1, 16
 at batch 64) and the reported rate is steps / second of that call (fixed per-call costs such as
 encoding included).
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -90,25 +93,44 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 MAX_ROUNDS = 30
+RATIOS = (("loop", "auto"), ("loop", "leaky"), ("bare_w", "bare_leaky"), ("loop", "ann"),
+          ("bare_w", "ann"))
+"""Time ratios reported per configuration (paired per round, :func:`paired_ratio`)."""
+
+
+def time_rounds(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device,
+                warm: bool = True, budget: float = 0.0) -> dict[str, list[float]]:
+    """Wall time of each function in every round (after a warm-up): at least ``repeats``
+    rounds, more until ``budget`` seconds were spent (at most ``MAX_ROUNDS``). Every round runs
+    each function once, in an order rotated from round to round."""
+    for fn in fns.values() if warm else ():
+        fn()
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < repeats or (time.perf_counter() - start < budget and rounds < MAX_ROUNDS):
+        shift = rounds % len(names)
+        for name in names[shift:] + names[:shift]:
+            with Timer(device) as t:
+                fns[name]()
+            times[name].append(t.seconds)
+        rounds += 1
+    return times
 
 
 def best_time(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device,
               warm: bool = True, budget: float = 0.0) -> dict[str, float]:
-    """Best wall time of each function over interleaved rounds (after a warm-up): at least
-    ``repeats`` rounds, more until ``budget`` seconds were spent (at most ``MAX_ROUNDS``).
-    ``"rounds"`` in the result is the number of rounds run."""
-    for fn in fns.values() if warm else ():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    start = time.perf_counter()
-    rounds = 0
-    while rounds < repeats or (time.perf_counter() - start < budget and rounds < MAX_ROUNDS):
-        for name, fn in fns.items():
-            with Timer(device) as t:
-                fn()
-            times[name].append(t.seconds)
-        rounds += 1
-    return {**{name: min(ts) for name, ts in times.items()}, "rounds": float(rounds)}
+    """Best wall time of each function over :func:`time_rounds`; ``"rounds"``: how many."""
+    times = time_rounds(fns, repeats, device, warm, budget)
+    return {**{name: min(ts) for name, ts in times.items()},
+            "rounds": float(len(next(iter(times.values()))))}
+
+
+def paired_ratio(times: dict[str, list[float]], num: str, den: str) -> float:
+    """Median over rounds of ``num``'s time / ``den``'s time in the same round: load that changes
+    between rounds (this VM's neighbours) cancels out, unlike in a ratio of two best times."""
+    return statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))
 
 
 def _rss_kib(field: str) -> int:
@@ -197,13 +219,13 @@ def time_steps(nets: Nets, batch: int, steps: int, timed: int, args: argparse.Na
         "bare_w": bare_loop(nets.weighted, w_train),
         "bare_leaky": bare_loop(nets.rate, r_train),
     }
-    seconds = best_time(fns, args.repeats, args.device,
-                        budget=args.budget)
-    rounds = seconds.pop("rounds")
-    per_step = {k: v / timed for k, v in seconds.items()}
+    times = time_rounds(fns, args.repeats, args.device, budget=args.budget)
+    per_step = {k: min(v) / timed for k, v in times.items()}
+    for num, den in RATIOS:
+        per_step[f"{num}/{den}"] = paired_ratio(times, num, den)
     chosen = simulate(nets.weighted, x, timed, fold="auto")
     per_step["chunk"] = chosen.chunk_size if chosen.folded else 0
-    per_step["rounds"] = rounds
+    per_step["rounds"] = float(len(times["ann"]))
     return per_step
 
 
@@ -245,9 +267,8 @@ def speed_table(rows: list[dict]) -> str:
             r["model"], r["batch"], r["T"], r["timed"], int(r["rounds"]), fmt_rate(r["loop"]),
             fmt_rate(r["auto"]),
             int(r["chunk"]) or "loop", fmt_rate(r["leaky"]), fmt_rate(r["ann"]),
-            f"{r['loop'] / r['auto']:.2f}x faster", f"{r['loop'] / r['leaky']:.2f}",
-            f"{r['bare_w'] / r['bare_leaky']:.2f}", f"{r['loop'] / r['ann']:.2f}",
-            f"{r['bare_w'] / r['ann']:.2f}",
+            f"{r['loop/auto']:.2f}x faster", f"{r['loop/leaky']:.2f}",
+            f"{r['bare_w/bare_leaky']:.2f}", f"{r['loop/ann']:.2f}", f"{r['bare_w/ann']:.2f}",
         ])
     return markdown_table(headers, body, "{:.1f}")
 
@@ -280,15 +301,17 @@ def section(args: argparse.Namespace, command: str, speed: list[dict], radix: li
         "Random weights (speed does not depend on training), converted with random calibration "
         f"data in [0, 1]; weighted code K = {args.num_phases}. (a) `simulate(fold=False)`, "
         "(b) `simulate(fold=\"auto\")`, (c) the same architecture with `snntorch.Leaky` IF "
-        "neurons (`convert(coding=\"rate\")`) through the same `simulate(fold=False)` (both with "
-        "the counting hooks); *bare loop*: `reset(net); for t: net(train[t])` without hooks for "
-        "both nets; (d) ANN forwards at the same batch, timed as a loop of as many forwards as "
-        "timed steps. Each timed call runs *timed steps* = min(T, cap) steps; each path's best "
-        f"of *rounds* interleaved rounds after a warm-up (at least {args.repeats}, more until "
-        f"{args.budget:g} s were spent on the configuration, at most {MAX_ROUNDS}). When auto "
-        "picks the loop, (a) and (b) run the same code, so their ratio shows the timing noise. "
-        "Ratios: "
-        "*auto / loop* = speed-up of the automatic choice; *weighted / Leaky* and "
+        "neurons (`convert(coding=\"rate\")`) through the same `simulate(fold=False)` (both "
+        "encode, count spikes and SynOps per layer and step, decode); *bare loop*: "
+        "`reset(net); for t: net(train[t])` for both nets, input encoded beforehand, nothing "
+        "counted; (d) ANN forwards at the same batch, timed as a loop of as many forwards as "
+        "timed steps. Each timed call runs *timed steps* = min(T, cap) steps. Steps/s: each "
+        f"path's best of *rounds* interleaved rounds after a warm-up (at least {args.repeats}, "
+        f"more until {args.budget:g} s were spent on the configuration, at most {MAX_ROUNDS}; "
+        "the order of the paths rotates). Ratios: the median over rounds of the ratio of two "
+        "paths' times in the same round (robust to load that changes between rounds). When "
+        "auto picks the loop, (a) and (b) run the same code, so their ratio shows the timing "
+        "noise. *auto / loop* = speed-up of the automatic choice; *weighted / Leaky* and "
         "*step / ANN fwd* = time per step relative to the other (lower is better).",
         speed_table(speed),
         "### Radix shortcut (`simulate(shortcut=True)`) vs simulating `latency` steps "
