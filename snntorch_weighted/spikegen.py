@@ -122,10 +122,11 @@ def quantize(data: Tensor, num_bits: int) -> Tensor:
     return (quantize_code(data, num_bits).double() / 2.0**num_bits).to(data.dtype)
 
 
-def _bits(code: Tensor, num_bits: int, dtype: torch.dtype) -> Tensor:
-    """Bits of an integer code, LSB first: ``[num_bits, *code.shape]``."""
-    shifts = torch.arange(num_bits, device=code.device).view(-1, *([1] * code.dim()))
-    return ((code.unsqueeze(0) >> shifts) & 1).to(dtype)
+def _bits(code: Tensor, num_bits: int, dtype: torch.dtype, msb_first: bool = False) -> Tensor:
+    """Bits of an integer code, LSB (or MSB) first: ``[num_bits, *code.shape]``."""
+    shifts = (torch.arange(num_bits - 1, -1, -1, device=code.device) if msb_first
+              else torch.arange(num_bits, device=code.device))
+    return ((code.unsqueeze(0) >> shifts.view(-1, *([1] * code.dim()))) & 1).to(dtype)
 
 
 def weighted(data: Tensor, num_steps: int, num_phases: int = 8) -> Tensor:
@@ -137,8 +138,9 @@ def weighted(data: Tensor, num_steps: int, num_phases: int = 8) -> Tensor:
     """
     _check_count("num_steps", num_steps)
     _check_count("num_phases", num_phases)
-    code = quantize_code(data, num_phases)
-    period = _bits(code, num_phases, data.dtype).flip(0)  # MSB first
+    period = _bits(quantize_code(data, num_phases), num_phases, data.dtype, msb_first=True)
+    if num_steps <= num_phases:
+        return period[:num_steps]
     reps = -(-num_steps // num_phases)
     return period.repeat(reps, *([1] * data.dim()))[:num_steps]
 
