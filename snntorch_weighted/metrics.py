@@ -415,16 +415,16 @@ class SpikeRecorder:
                 continue
             # exact integers in float (see the class docstring): .long() converts exactly
             if name in self.count_spikes:
-                spikes[name] = _join([c for c, _ in values]).long()
+                spikes[name] = cat_blocks([c for c, _ in values]).long()
             if name in self.fanouts:
-                synops[name] = _join([s for _, s in values]).long()
+                synops[name] = cat_blocks([s for _, s in values]).long()
         for name, values in self.trains.items():
             if values:
                 trains[name] = torch.cat(values)
         return spikes, synops, trains
 
 
-def _join(blocks: list[Tensor]) -> Tensor:
+def cat_blocks(blocks: list[Tensor]) -> Tensor:
     """The blocks concatenated over time (a single block as is)."""
     return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 

@@ -79,6 +79,7 @@ from .metrics import (
     GraphProfile,
     SpikeRecorder,
     ann_macs,
+    cat_blocks,
     is_neuron,
     is_stateful,
     profile_graph,
@@ -541,8 +542,8 @@ def _count_input(spikes_in: Tensor, fan: Tensor) -> tuple[Tensor, Tensor]:
     for s in range(0, steps, block):
         mask = spikes_in[s:s + block].ne(0).flatten(2)
         counts.append(mask.sum(2))
-        synops.append((mask.double() @ fan).round().long())
-    return torch.cat(counts), torch.cat(synops)
+        synops.append((mask.double() @ fan).long())  # integers below 2**53: exact
+    return cat_blocks(counts), cat_blocks(synops)
 
 
 # --------------------------------------------------------------------------- simulate
