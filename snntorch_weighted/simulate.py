@@ -277,6 +277,7 @@ class _Plan:
     recorder: SpikeRecorder  # its tables; each run counts with recorder.renewed()
     stepper: fx.GraphModule  # the step graph that also returns the watched modules' outputs
     stepped: tuple[str, ...]  # the names of those outputs, in order
+    input_fan: Tensor  # the input's fan-out, ready for _count_input
 
 
 def _stepper(snn: nn.Module, names: Iterable[str]) -> tuple[fx.GraphModule, tuple[str, ...]]:
@@ -308,7 +309,8 @@ def _plan(snn: nn.Module, example: Tensor) -> _Plan:
         profile = profile_graph(snn.graph, example)
         modules, neuron_names = _watched_modules(snn)
         recorder = SpikeRecorder(modules, profile.fanout, neuron_names)
-        cached = (key, _Plan(profile, recorder, *_stepper(snn, modules)))
+        input_fan = _counting_fan(profile.fanout[INPUT], example)
+        cached = (key, _Plan(profile, recorder, *_stepper(snn, modules), input_fan))
         snn.__dict__["_plan_cache"] = cached
     return cached[1]
 
@@ -532,18 +534,32 @@ def _readout(snn: nn.Module, mem: Tensor) -> Tensor:
     return torch.where((last_end >= 0).view(-1, 1, 1), held, torch.zeros_like(held))
 
 
-def _count_input(spikes_in: Tensor, fan: Tensor) -> tuple[Tensor, Tensor]:
-    """Input spikes and SynOps per step ``[T, B]``, in blocks to bound the temporaries."""
-    steps, batch = spikes_in.shape[:2]
+def _counting_fan(fan: Tensor, example: Tensor) -> Tensor:
+    """The input's fan-out ``[N]`` for the SynOps product, on ``example``'s device: float32 when
+    that product is exact (``N < 2**24``, ``sum(f) < 2**24``, float32 spikes), else float64."""
+    exact32 = (fan.numel() < 2**24 and int(fan.sum()) < 2**24
+               and example.dtype != torch.float64)
+    return fan.flatten().to(device=example.device,
+                            dtype=torch.float32 if exact32 else torch.float64)
+
+
+def _count_input(spikes_in: Tensor, fan: Tensor, binary: bool) -> tuple[Tensor, Tensor]:
+    """Input spikes and SynOps per step ``[T, B]`` (``fan`` from :func:`_counting_fan`), in
+    blocks to bound the temporaries. ``binary``: the train is 0/1 (the encoders' trains), else
+    non-zero entries count as spikes."""
+    steps = spikes_in.shape[0]
     per_step = max(spikes_in[0].numel(), 1)
     block = max(1, CHUNK_BYTES // (8 * per_step))
-    fan = fan.flatten().double().to(spikes_in.device)
     counts, synops = [], []
     for s in range(0, steps, block):
-        mask = spikes_in[s:s + block].ne(0).flatten(2)
-        counts.append(mask.sum(2))
-        synops.append((mask.double() @ fan).long())  # integers below 2**53: exact
-    return cat_blocks(counts), cat_blocks(synops)
+        flat = spikes_in[s:s + block].flatten(2)
+        if not binary:
+            flat = flat.ne(0)
+        flat = flat.to(fan.dtype)
+        counts.append(flat.sum(2))
+        synops.append(flat @ fan)
+    # integer-valued and exact in the counting dtype: .long() converts exactly
+    return cat_blocks(counts).long(), cat_blocks(synops).long()
 
 
 # --------------------------------------------------------------------------- simulate
@@ -681,7 +697,7 @@ def simulate(
             output.skip_periods = saved_skip
 
     spikes, synops, trains = recorder.stacked()
-    input_spikes, synops[INPUT] = _count_input(spikes_in, profile.fanout[INPUT])
+    input_spikes, synops[INPUT] = _count_input(spikes_in, plan.input_fan, binary=not encoded)
     predictions = readout.argmax(-1)
     accuracy = None if labels is None else (predictions == labels).double().mean(1)
     decision = None

@@ -369,3 +369,16 @@ def test_step_loop_runs_the_same_modules_and_leaves_no_hooks(digits, cnn) -> Non
             int(m is neuron) for m in snn.modules()]
     finally:
         handle.remove()
+
+
+def test_encoded_graded_input_counts_non_zero_entries(digits, mlp_snn) -> None:
+    """An encoded train given by the user may carry graded values: every non-zero entry counts
+    as one spike (and its SynOps), as for the hidden layers."""
+    x = digits[0][:4]
+    train = mlp_snn.encode(x, 2 * K)
+    graded = train * torch.linspace(0.25, 1.0, train.shape[-1])
+    res = simulate(mlp_snn, graded, encoded=True, fold=False)
+    mask = graded != 0
+    assert torch.equal(res.input_spikes, mask.sum(-1))
+    fan = res.fanout[INPUT].flatten()
+    assert torch.equal(res.synops[INPUT], (mask.long() * fan).sum(-1))
