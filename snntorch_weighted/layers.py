@@ -43,7 +43,7 @@ class ClockedLayer(nn.Module):
         for name in self.state_names:
             buffers[name] = torch.zeros(0, device=clock.device)
         buffers["step"] = torch.zeros_like(clock)
-        self._input_shape = None
+        self.__dict__["_input_shape"] = None
         return buffers[self.state_names[0]]
 
     @torch.no_grad()
@@ -60,13 +60,15 @@ class ClockedLayer(nn.Module):
 
     def begin_step(self, x: Tensor) -> Tensor:
         """Restart the state if needed (after a reset, a new input shape or device); the clock."""
-        # buffers read from the dict: nn.Module.__getattr__ costs ~1 us per lookup
-        if self._input_shape != x.shape or self._buffers["step"].device != x.device:
+        # buffers read from / written to the dicts: nn.Module.__getattr__ / __setattr__ cost
+        # ~1 / several us per call
+        buffers = self._buffers
+        if self._input_shape != x.shape or buffers["step"].device != x.device:
             self.init_state(x)
-            self.step = torch.zeros((), dtype=torch.long, device=x.device)
-            self._input_shape = x.shape
-            self._host_clock.restart(self.step)
-        return self._buffers["step"]
+            buffers["step"] = torch.zeros((), dtype=torch.long, device=x.device)
+            self.__dict__["_input_shape"] = x.shape
+            self._host_clock.restart(buffers["step"])
+        return buffers["step"]
 
     def clock_value(self) -> int | None:
         """The clock as a Python int while its host mirror is in sync (:mod:`.clock`), else None."""
@@ -135,7 +137,7 @@ class SpikeMaxPool2d(ClockedLayer):
                    weighted=weighted, num_phases=num_phases)
 
     def init_state(self, x: Tensor) -> None:
-        self.acc = torch.zeros_like(x)
+        self._buffers["acc"] = torch.zeros_like(x)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() not in (3, 4):

@@ -386,7 +386,9 @@ class SpikeRecorder:
     def _flush(self, name: str) -> None:
         """Count the steps a deferred hook has collected, as one block."""
         pending = self._pending.get(name)
-        if pending:
+        if len(pending or ()) == 1:
+            self.observe(name, pending.pop())  # no stack copy for one step
+        elif pending:
             self.observe(name, torch.stack(pending), steps=len(pending))
             pending.clear()
 
@@ -409,19 +411,30 @@ class SpikeRecorder:
         """``(spikes, synops, trains)``: per-name ``[T, B]`` counts (``long``) and spike trains."""
         for name in list(self._pending):
             self._flush(name)
-        spikes, synops, trains = {}, {}, {}
-        for name, values in self.records.items():
-            if not values:
-                continue
-            # exact integers in float (see the class docstring): .long() converts exactly
-            if name in self.count_spikes:
-                spikes[name] = cat_blocks([c for c, _ in values]).long()
-            if name in self.fanouts:
-                synops[name] = cat_blocks([s for _, s in values]).long()
+        spikes = _as_long({n: [c for c, _ in v] for n, v in self.records.items()
+                                if v and n in self.count_spikes})
+        synops = _as_long({n: [s for _, s in v] for n, v in self.records.items()
+                                if v and n in self.fanouts})
+        trains = {}
         for name, values in self.trains.items():
             if values:
                 trains[name] = torch.cat(values)
         return spikes, synops, trains
+
+
+def _as_long(per_name: dict[str, list[Tensor]]) -> dict[str, Tensor]:
+    """Each name's count blocks joined over time and converted to ``long`` (exact: the counts are
+    integers in their float dtype, see :class:`SpikeRecorder`); names whose counts have the same
+    shape and dtype are converted in one kernel."""
+    joined = {name: cat_blocks(blocks) for name, blocks in per_name.items()}
+    groups: dict[tuple, list[str]] = {}
+    for name, value in joined.items():
+        groups.setdefault((value.shape, value.dtype, value.device), []).append(name)
+    out: dict[str, Tensor] = {}
+    for names in groups.values():
+        values = torch.stack([joined[n] for n in names]).long().unbind(0)
+        out.update(zip(names, values, strict=True))
+    return {name: out[name] for name in joined}
 
 
 def cat_blocks(blocks: list[Tensor]) -> Tensor:

@@ -163,11 +163,11 @@ class _ClockedLeaky(snn.Leaky):
                                 "`init_hidden=True`")
             self.mem = mem
         if buffers["mem"].shape != input_.shape:
-            self.mem = torch.zeros_like(input_)
+            buffers["mem"] = torch.zeros_like(input_)  # dict writes: __setattr__ costs us
             fresh = True
         if fresh or buffers["step"].device != input_.device:
-            self.step = torch.zeros((), dtype=torch.long, device=input_.device)
-            self._host_clock.restart(self.step)
+            buffers["step"] = torch.zeros((), dtype=torch.long, device=input_.device)
+            self._host_clock.restart(buffers["step"])
         return buffers["step"]
 
     def _end_step(self, spk: Tensor, mem: Tensor, clock: Tensor, steps: int = 1,
