@@ -127,6 +127,21 @@ def best_time(fns: dict[str, Callable[[], object]], repeats: int, device: torch.
             "rounds": float(len(next(iter(times.values()))))}
 
 
+def split_call(times: dict[str, list[float]], steps: int, short: int) -> dict[str, float]:
+    """The step loop's time per call as ``setup + steps * marginal``, from calls of ``steps``
+    and ``short`` steps in the same rounds (medians over rounds): ``marginal / ANN fwd`` (the
+    cost of one more step) and the per-call set-up in seconds (encoding, counting tables,
+    decoding: paid once per call)."""
+    marginal = [(a - b) / (steps - short) for a, b in
+                zip(times["loop"], times["loop_short"], strict=True)]
+    ann = [a / steps for a in times["ann"]]
+    return {
+        "marginal/ann": statistics.median(m / a for m, a in zip(marginal, ann, strict=True)),
+        "setup": statistics.median(b - short * m for b, m in
+                                   zip(times["loop_short"], marginal, strict=True)),
+    }
+
+
 def paired_ratio(times: dict[str, list[float]], num: str, den: str) -> float:
     """Median over rounds of ``num``'s time / ``den``'s time in the same round: load that changes
     between rounds (this VM's neighbours) cancels out, unlike in a ratio of two best times."""
@@ -219,10 +234,15 @@ def time_steps(nets: Nets, batch: int, steps: int, timed: int, args: argparse.Na
         "bare_w": bare_loop(nets.weighted, w_train),
         "bare_leaky": bare_loop(nets.rate, r_train),
     }
+    short = max(1, timed // 4)
+    if short < timed:  # a shorter call of the same loop: its cost per call vs per step
+        fns["loop_short"] = lambda: simulate(nets.weighted, x, short, fold=False)
     times = time_rounds(fns, args.repeats, args.device, budget=args.budget)
-    per_step = {k: min(v) / timed for k, v in times.items()}
+    per_step = {k: min(v) / timed for k, v in times.items() if k != "loop_short"}
     for num, den in RATIOS:
         per_step[f"{num}/{den}"] = paired_ratio(times, num, den)
+    if short < timed:
+        per_step.update(split_call(times, timed, short))
     chosen = simulate(nets.weighted, x, timed, fold="auto")
     per_step["chunk"] = chosen.chunk_size if chosen.folded else 0
     per_step["rounds"] = float(len(times["ann"]))
@@ -260,7 +280,8 @@ def speed_table(rows: list[dict]) -> str:
                "(b) auto steps/s", "auto chunk", "(c) snn.Leaky steps/s", "(d) ANN forwards/s",
                "auto / loop",
                "weighted / Leaky (simulate)", "weighted / Leaky (bare loop)",
-               "loop step / ANN fwd", "bare step / ANN fwd"]
+               "loop step / ANN fwd", "loop: marginal step / ANN fwd", "loop: set-up ms",
+               "bare step / ANN fwd"]
     body = []
     for r in rows:
         body.append([
@@ -268,7 +289,9 @@ def speed_table(rows: list[dict]) -> str:
             fmt_rate(r["auto"]),
             int(r["chunk"]) or "loop", fmt_rate(r["leaky"]), fmt_rate(r["ann"]),
             f"{r['loop/auto']:.2f}x faster", f"{r['loop/leaky']:.2f}",
-            f"{r['bare_w/bare_leaky']:.2f}", f"{r['loop/ann']:.2f}", f"{r['bare_w/ann']:.2f}",
+            f"{r['bare_w/bare_leaky']:.2f}", f"{r['loop/ann']:.2f}",
+            f"{r['marginal/ann']:.2f}" if "marginal/ann" in r else "-",
+            f"{r['setup'] * 1e3:.1f}" if "setup" in r else "-", f"{r['bare_w/ann']:.2f}",
         ])
     return markdown_table(headers, body, "{:.1f}")
 
@@ -312,7 +335,10 @@ def section(args: argparse.Namespace, command: str, speed: list[dict], radix: li
         "paths' times in the same round (robust to load that changes between rounds). When "
         "auto picks the loop, (a) and (b) run the same code, so their ratio shows the timing "
         "noise. *auto / loop* = speed-up of the automatic choice; *weighted / Leaky* and "
-        "*step / ANN fwd* = time per step relative to the other (lower is better).",
+        "*step / ANN fwd* = time per step relative to the other (lower is better). The step "
+        "loop's time per call is split as *set-up* + T x *marginal step* from calls of T and "
+        "T/4 steps in the same rounds (set-up: encoding, counting tables, decoding, paid once "
+        "per call; the marginal step includes the per-step counting).",
         speed_table(speed),
         "### Radix shortcut (`simulate(shortcut=True)`) vs simulating `latency` steps "
         "(`simulate`, default path)",
