@@ -336,9 +336,11 @@ def section(args: argparse.Namespace, command: str, speed: list[dict], radix: li
         "auto picks the loop, (a) and (b) run the same code, so their ratio shows the timing "
         "noise. *auto / loop* = speed-up of the automatic choice; *weighted / Leaky* and "
         "*step / ANN fwd* = time per step relative to the other (lower is better). The step "
-        "loop's time per call is split as *set-up* + T x *marginal step* from calls of T and "
-        "T/4 steps in the same rounds (set-up: encoding, counting tables, decoding, paid once "
-        "per call; the marginal step includes the per-step counting).",
+        "loop's time per call is split as *set-up* + steps x *marginal step* from calls of the "
+        "timed steps and a quarter of them in the same rounds (set-up: encoding, counting "
+        "tables, decoding, paid once per call; the marginal step includes the per-step "
+        "counting; the set-up is a difference of two noisy times: a negative one is below the "
+        "noise).",
         speed_table(speed),
         "### Radix shortcut (`simulate(shortcut=True)`) vs simulating `latency` steps "
         "(`simulate`, default path)",
