@@ -297,8 +297,6 @@ class SpikeRecorder:
         self.modules = modules
         self.fanouts = {n: f.flatten() for n, f in fanouts.items() if n in modules}
         self.count_spikes = {n for n in count_spikes if n in modules}
-        self._exact32 = {n: int(f.sum()) < 2**24 and f.numel() < 2**24
-                         for n, f in self.fanouts.items()}
         self._binary = {n: _is_binary(m) for n, m in modules.items()}
         self._deferred = {n: _fresh_outputs(m) for n, m in modules.items()}
         self._weights: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
@@ -334,9 +332,7 @@ class SpikeRecorder:
                 raise ValueError(f"module {name!r} emitted {n} neurons per sample but its fan-out "
                                  f"has {fan.numel()} entries (input shape changed since "
                                  "profiling?)")
-            exact32 = self._exact32.get(name, True) and flat.dtype != torch.float64
-            dtype = torch.float32 if exact32 else torch.float64
-            fan = self._weights[key] = fan.to(device=flat.device, dtype=dtype).contiguous()
+            fan = self._weights[key] = counting_fan(fan, flat.dtype, flat.device)
         self.num_neurons[name] = n
         return fan
 
@@ -371,11 +367,7 @@ class SpikeRecorder:
         if limit is None:  # steps per block, from the first step's size
             limit = self._limits[name] = DEFER_BYTES // max(spk.numel() * spk.element_size(), 1)
         if len(pending) >= limit:
-            if limit < 2:  # a block by itself: counted now, without a stack copy
-                pending.clear()
-                self.observe(name, spk)
-            else:
-                self._flush(name)
+            self._flush(name)
 
     def step(self, names: tuple[str, ...], outputs: tuple[Any, ...]) -> None:
         """:meth:`take` for several modules' outputs of one step (a runner that returns the
@@ -411,10 +403,11 @@ class SpikeRecorder:
         """``(spikes, synops, trains)``: per-name ``[T, B]`` counts (``long``) and spike trains."""
         for name in list(self._pending):
             self._flush(name)
-        spikes = _as_long({n: [c for c, _ in v] for n, v in self.records.items()
-                                if v and n in self.count_spikes})
-        synops = _as_long({n: [s for _, s in v] for n, v in self.records.items()
-                                if v and n in self.fanouts})
+        # exact integers in float (see the class docstring): .long() converts exactly
+        spikes = {n: cat_blocks([c for c, _ in v]).long() for n, v in self.records.items()
+                  if v and n in self.count_spikes}
+        synops = {n: cat_blocks([s for _, s in v]).long() for n, v in self.records.items()
+                  if v and n in self.fanouts}
         trains = {}
         for name, values in self.trains.items():
             if values:
@@ -422,19 +415,13 @@ class SpikeRecorder:
         return spikes, synops, trains
 
 
-def _as_long(per_name: dict[str, list[Tensor]]) -> dict[str, Tensor]:
-    """Each name's count blocks joined over time and converted to ``long`` (exact: the counts are
-    integers in their float dtype, see :class:`SpikeRecorder`); names whose counts have the same
-    shape and dtype are converted in one kernel."""
-    joined = {name: cat_blocks(blocks) for name, blocks in per_name.items()}
-    groups: dict[tuple, list[str]] = {}
-    for name, value in joined.items():
-        groups.setdefault((value.shape, value.dtype, value.device), []).append(name)
-    out: dict[str, Tensor] = {}
-    for names in groups.values():
-        values = torch.stack([joined[n] for n in names]).long().unbind(0)
-        out.update(zip(names, values, strict=True))
-    return {name: out[name] for name in joined}
+def counting_fan(fan: Tensor, dtype: torch.dtype, device: torch.device | str) -> Tensor:
+    """A fan-out, flattened to ``[N]``, on ``device`` in the dtype its SynOps product with spikes
+    of ``dtype`` runs in: float32 when that product is exact (``N < 2**24``, ``sum(f) < 2**24``:
+    no partial sum can round; float64 spikes stay float64), else float64."""
+    exact32 = fan.numel() < 2**24 and int(fan.sum()) < 2**24 and dtype != torch.float64
+    return fan.flatten().to(device=device,
+                            dtype=torch.float32 if exact32 else torch.float64).contiguous()
 
 
 def cat_blocks(blocks: list[Tensor]) -> Tensor:

@@ -80,6 +80,7 @@ from .metrics import (
     SpikeRecorder,
     ann_macs,
     cat_blocks,
+    counting_fan,
     is_neuron,
     is_stateful,
     profile_graph,
@@ -309,7 +310,7 @@ def _plan(snn: nn.Module, example: Tensor) -> _Plan:
         profile = profile_graph(snn.graph, example)
         modules, neuron_names = _watched_modules(snn)
         recorder = SpikeRecorder(modules, profile.fanout, neuron_names)
-        input_fan = _counting_fan(profile.fanout[INPUT], example)
+        input_fan = counting_fan(profile.fanout[INPUT], example.dtype, example.device)
         cached = (key, _Plan(profile, recorder, *_stepper(snn, modules), input_fan))
         snn.__dict__["_plan_cache"] = cached
     return cached[1]
@@ -534,32 +535,12 @@ def _readout(snn: nn.Module, mem: Tensor) -> Tensor:
     return torch.where((last_end >= 0).view(-1, 1, 1), held, torch.zeros_like(held))
 
 
-def _counting_fan(fan: Tensor, example: Tensor) -> Tensor:
-    """The input's fan-out ``[N]`` for the SynOps product, on ``example``'s device: float32 when
-    that product is exact (``N < 2**24``, ``sum(f) < 2**24``, float32 spikes), else float64."""
-    exact32 = (fan.numel() < 2**24 and int(fan.sum()) < 2**24
-               and example.dtype != torch.float64)
-    return fan.flatten().to(device=example.device,
-                            dtype=torch.float32 if exact32 else torch.float64)
-
-
 def _count_input(spikes_in: Tensor, fan: Tensor, binary: bool) -> tuple[Tensor, Tensor]:
-    """Input spikes and SynOps per step ``[T, B]`` (``fan`` from :func:`_counting_fan`), in
-    blocks to bound the temporaries. ``binary``: the train is 0/1 (the encoders' trains), else
-    non-zero entries count as spikes."""
-    steps = spikes_in.shape[0]
-    per_step = max(spikes_in[0].numel(), 1)
-    block = max(1, CHUNK_BYTES // (8 * per_step))
-    counts, synops = [], []
-    for s in range(0, steps, block):
-        flat = spikes_in[s:s + block].flatten(2)
-        if not binary:
-            flat = flat.ne(0)
-        flat = flat.to(fan.dtype)
-        counts.append(flat.sum(2))
-        synops.append(flat @ fan)
-    # integer-valued and exact in the counting dtype: .long() converts exactly
-    return cat_blocks(counts).long(), cat_blocks(synops).long()
+    """Input spikes and SynOps per step ``[T, B]`` (:func:`_count` of the encoded train, ``fan``
+    from :func:`~.metrics.counting_fan`)."""
+    emitted = (lambda lo, hi: spikes_in[lo:hi], spikes_in[0].numel())
+    counts, synops, _ = _count(emitted, spikes_in.shape[0], fan, keep=False, binary=binary)
+    return counts, synops
 
 
 # --------------------------------------------------------------------------- simulate
@@ -895,29 +876,27 @@ def _apply(graph: fx.GraphModule, node: fx.Node, args: tuple, kwargs: dict) -> A
     raise ValueError(f"unexpected node {node.name!r} ({node.op}) in the step graph")
 
 
-def _count(emitted: tuple[Callable[[int, int], Tensor], int], steps: int, fan: Tensor | None,
-           keep: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Per step of a period: non-zero entries, ``sum_j [e_j != 0] fan_j`` (``[T, B']`` each)
-    and, with ``keep``, the emitted values ``[T, B', ...]`` (B' = 1 for input-independent
-    values); in blocks of steps of at most
-    ``CHUNK_BYTES`` of float64 (bounded memory, few calls)."""
+def _count(emitted: tuple[Callable[[int, int], Tensor], int], steps: int, weight: Tensor | None,
+           keep: bool, binary: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Per step: non-zero entries, ``sum_j [e_j != 0] w_j`` (``[T, B']`` each, ``long``; ``weight``
+    from :func:`~.metrics.counting_fan`, so the product is exact) and, with ``keep``, the emitted
+    values ``[T, B', ...]``. ``emitted`` is ``(get(lo, hi) -> [hi - lo, B', ...], elements per
+    step)``; read in blocks of at most ``CHUNK_BYTES`` of float64 (bounded memory, few calls).
+    ``binary``: the values are 0/1 already (no ``!= 0`` pass)."""
     counts, synops, trains = [], [], []
-    weight = None
-    if fan is not None:  # float32 is exact while the sum of the fan-outs stays below 2**24
-        dtype = torch.float32 if int(fan.sum()) < 2**24 else torch.float64
-        weight = fan.flatten().to(dtype=dtype)
     get, numel = emitted
     block = max(1, CHUNK_BYTES // (8 * max(numel, 1)))
     for lo in range(0, steps, block):
         value = get(lo, min(lo + block, steps))
-        mask = value.flatten(2).ne(0)
-        counts.append(mask.sum(2))
+        flat = value.flatten(2) if binary else value.flatten(2).ne(0)
+        counts.append(flat.sum(2))
         if weight is not None:
-            weight = weight.to(value.device)
-            synops.append((mask.to(weight.dtype) @ weight).round().long())
+            synops.append(flat.to(weight.dtype) @ weight)
         if keep:
             trains.append(value)
-    return (torch.cat(counts), torch.cat(synops) if weight is not None else None,
+    # integer-valued and exact in their dtype: .long() converts exactly
+    return (cat_blocks(counts).long(),
+            cat_blocks(synops).long() if weight is not None else None,
             torch.cat(trains) if keep else None)
 
 
@@ -988,8 +967,9 @@ def radix_shortcut(
             node = nodes[name]
             canonical = evaluator.canonical(node, period)
             if canonical not in parts:
-                parts[canonical] = _count(evaluator.emitted(node, period), bits,
-                                          profile.fanout.get(name),
+                fan = profile.fanout.get(name)
+                weight = None if fan is None else counting_fan(fan, torch.bool, x.device)
+                parts[canonical] = _count(evaluator.emitted(node, period), bits, weight,
                                           record_layers and name in neuron_names)
     if evaluator.matched:  # keep the input-independent (pipeline filling) values
         depth = evaluator.depth
