@@ -19,6 +19,7 @@ from snntorch_weighted import WeightedLeaky, quant
 from snntorch_weighted.convert import convert
 from snntorch_weighted.layers import SpikeMaxPool2d
 from snntorch_weighted.radix_convert import convert_radix
+from snntorch_weighted.reset import reset
 from snntorch_weighted.simulate import radix_shortcut, simulate
 
 
@@ -96,9 +97,10 @@ def test_shortcut_labels_decision_trains_and_errors() -> None:
         simulate(snn, snn.encode(x.double(), 6), shortcut=True, encoded=True)
 
 
-def test_folded_equals_loop_on_a_small_cnn() -> None:
-    """Folded == loop on a weighted CNN with max pooling; weights rounded to multiples of 2**-8,
-    so every sum is exact in float32 and the comparison is bit for bit on any BLAS."""
+def exact_weighted_cnn() -> tuple[nn.Module, torch.Tensor]:
+    """A converted weighted CNN with max pooling and inputs; weights rounded to multiples of
+    2**-8, so every sum is exact in float32 and comparisons are bit for bit on any BLAS (or
+    compiler: no reassociation can change a result)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
@@ -110,6 +112,12 @@ def test_folded_equals_loop_on_a_small_cnn() -> None:
             if isinstance(module, (nn.Linear, nn.Conv2d)):
                 for param in module.parameters():
                     param.copy_(torch.round(param * 2**8) / 2**8)
+    return snn, x
+
+
+def test_folded_equals_loop_on_a_small_cnn() -> None:
+    """Folded == loop on a weighted CNN with max pooling, bit for bit (exact weights)."""
+    snn, x = exact_weighted_cnn()
     loop = simulate(snn, x, 24, fold=False)
     for chunk in (None, 3, 24):
         folded = simulate(snn, x, 24, fold=True, chunk_size=chunk)
@@ -117,6 +125,31 @@ def test_folded_equals_loop_on_a_small_cnn() -> None:
         assert torch.equal(folded.mem, loop.mem)
         for name, spikes in loop.spikes.items():
             assert torch.equal(folded.spikes[name], spikes), name
+
+
+@pytest.mark.parametrize("kind", ["weighted", "radix"])
+def test_converted_network_compiles_without_graph_breaks(kind: str) -> None:
+    """A whole converted network steps under ``torch.compile(fullgraph=True)`` (any graph break
+    raises) with the eager network's output membranes, bit for bit: a weighted CNN with spike
+    max-pooling, and a radix residual net (delays, scaled identity shortcut, radix max-pool).
+    Both have exact sums, so the compiler's kernels cannot round differently; over two sequences
+    (the step clocks restart)."""
+    if kind == "weighted":
+        snn, x = exact_weighted_cnn()
+        train = snn.encode(x[:2], 6)
+    else:
+        snn, _, _, x = radix_snn("resnet", 3, 3)
+        train = snn.encode(x[:2].double(), int(snn.latency))
+    torch._dynamo.reset()
+    step = torch.compile(snn, fullgraph=True)
+    with torch.no_grad():
+        reset(snn)
+        eager = torch.stack([snn(x_t) for x_t in train])
+        for _ in range(2):
+            reset(snn)
+            compiled = torch.stack([step(x_t) for x_t in train])
+            assert torch.equal(compiled, eager)
+    assert eager.abs().sum() > 0  # the network is not silent
 
 
 def test_shortcut_cache_follows_the_weights() -> None:
