@@ -13,7 +13,11 @@ one machine:
 * (d) one ANN forward pass at the same batch;
 * the radix SNN (T = 4, 8) simulated (``simulate``, default path) vs ``simulate(shortcut=True)``
   (checked identical: membranes, per-layer spikes and SynOps per step);
-* peak memory of each path.
+* peak memory of each path;
+* where a step's time goes (bare loops at T = 32 / the batch-64 cap): the converted net, copies
+  of it with the hidden neurons replaced by ``nn.ReLU`` and / or the spike max-pools by
+  ``nn.MaxPool2d`` (same weight layers, BatchNorm folded), and ``simulate(fold=False)``, each
+  relative to the ANN forward.
 
 Timing: one warm-up call, then rounds in which every path runs once (interleaved, so load
 changes hit all paths alike): at least ``--repeats`` rounds (radix at batch > 1: one), and
@@ -41,6 +45,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes
 import statistics
 import sys
@@ -65,6 +70,8 @@ from _common import (  # noqa: E402
 
 from snntorch_weighted import models  # noqa: E402
 from snntorch_weighted.convert import convert  # noqa: E402
+from snntorch_weighted.layers import SpikeMaxPool2d  # noqa: E402
+from snntorch_weighted.metrics import is_neuron  # noqa: E402
 from snntorch_weighted.reset import reset  # noqa: E402
 from snntorch_weighted.simulate import simulate  # noqa: E402
 
@@ -211,6 +218,33 @@ def bare_loop(net: nn.Module, train: torch.Tensor) -> Callable[[], None]:
     return run
 
 
+def with_plain_layers(snn: nn.Module, neurons: bool, pools: bool) -> nn.Module:
+    """A copy of a converted net with its hidden neurons replaced by ``nn.ReLU`` and / or its
+    ``SpikeMaxPool2d`` by ``nn.MaxPool2d`` of the same geometry (the output integrator stays):
+    the same step without the cost of those modules."""
+    net = copy.deepcopy(snn)
+    output = net.output_neuron
+    for name, module in list(net.graph.named_modules()):
+        if neurons and is_neuron(module) and module is not output:
+            net.graph.set_submodule(name, nn.ReLU())
+        elif pools and isinstance(module, SpikeMaxPool2d):
+            net.graph.set_submodule(name, nn.MaxPool2d(
+                module.kernel_size, module.stride, module.padding, module.dilation,
+                ceil_mode=module.ceil_mode))
+    return net
+
+
+def ann_loop(ann: nn.Module, x: torch.Tensor, steps: int) -> Callable[[], None]:
+    """``steps`` ANN forwards: a call as long as a step loop's of ``steps`` steps."""
+
+    @torch.no_grad()
+    def run() -> None:
+        for _ in range(steps):
+            ann(x)
+
+    return run
+
+
 # --------------------------------------------------------------------------- measurements
 
 
@@ -220,14 +254,8 @@ def time_steps(nets: Nets, batch: int, steps: int, timed: int, args: argparse.Na
     x = torch.rand(batch, 3, 32, 32, device=args.device)
     w_train = nets.weighted.encode(x, timed)
     r_train = nets.rate.encode(x, timed)
-
-    @torch.no_grad()
-    def ann_loop() -> None:  # as many forwards as timed steps: same call length as the others
-        for _ in range(timed):
-            nets.ann(x)
-
     fns = {
-        "ann": ann_loop,
+        "ann": ann_loop(nets.ann, x, timed),
         "loop": lambda: simulate(nets.weighted, x, timed, fold=False),
         "auto": lambda: simulate(nets.weighted, x, timed, fold="auto"),
         "leaky": lambda: simulate(nets.rate, x, timed, fold=False),
@@ -247,6 +275,30 @@ def time_steps(nets: Nets, batch: int, steps: int, timed: int, args: argparse.Na
     per_step["chunk"] = chosen.chunk_size if chosen.folded else 0
     per_step["rounds"] = float(len(times["ann"]))
     return per_step
+
+
+PARTS = {"snn": "converted net", "relu": "neurons -> ReLU", "maxpool": "spike pools -> MaxPool2d",
+         "plain": "both (weight layers only)", "loop": "simulate(fold=False)"}
+"""The step-parts paths, in table order (bare loops, except ``loop``)."""
+
+
+def time_parts(nets: Nets, batch: int, timed: int, args: argparse.Namespace) -> dict[str, float]:
+    """Time per step relative to the ANN forward (paired ratios) of the converted weighted net,
+    its copies with plain layers (:func:`with_plain_layers`; the pool variants only when it has
+    spike max-pools) and the full ``simulate(fold=False)``."""
+    x = torch.rand(batch, 3, 32, 32, device=args.device)
+    train = nets.weighted.encode(x, timed)
+    has_pools = any(isinstance(m, SpikeMaxPool2d) for m in nets.weighted.modules())
+    variants = {"snn": (False, False), "relu": (True, False)}
+    if has_pools:
+        variants.update(maxpool=(False, True), plain=(True, True))
+    fns = {"ann": ann_loop(nets.ann, x, timed),
+           **{key: bare_loop(with_plain_layers(nets.weighted, *flags), train)
+              for key, flags in variants.items()},
+           "loop": lambda: simulate(nets.weighted, x, timed, fold=False)}
+    times = time_rounds(fns, args.repeats, args.device, budget=args.budget / 2)
+    return {**{key: paired_ratio(times, key, "ann") for key in fns if key != "ann"},
+            "rounds": float(len(times["ann"]))}
 
 
 def check_identical(a, b) -> bool:
@@ -306,6 +358,14 @@ def radix_table(rows: list[dict]) -> str:
     return markdown_table(headers, body)
 
 
+def parts_table(rows: list[dict]) -> str:
+    headers = ["model", "batch", "timed steps", "rounds",
+               *(f"{label} / ANN fwd" for label in PARTS.values())]
+    body = [[r["model"], r["batch"], r["timed"], int(r["rounds"]),
+             *(f"{r[key]:.2f}" if key in r else "-" for key in PARTS)] for r in rows]
+    return markdown_table(headers, body)
+
+
 def memory_table(rows: list[dict]) -> str:
     headers = ["model", "batch", "T", "path", "peak memory rise (MiB)"]
     body = [[r["model"], r["batch"], r["T"], r["path"], f"{r['mib']:.1f}"] for r in rows]
@@ -313,7 +373,7 @@ def memory_table(rows: list[dict]) -> str:
 
 
 def section(args: argparse.Namespace, command: str, speed: list[dict], radix: list[dict],
-            memory: list[dict]) -> str:
+            memory: list[dict], parts: list[dict]) -> str:
     mem_kind = ("torch.cuda.max_memory_allocated above the allocation before the call"
                 if args.device.type == "cuda" else
                 "rise of the process's peak RSS (VmHWM, reset via /proc/self/clear_refs after "
@@ -345,6 +405,15 @@ def section(args: argparse.Namespace, command: str, speed: list[dict], radix: li
         "### Radix shortcut (`simulate(shortcut=True)`) vs simulating `latency` steps "
         "(`simulate`, default path)",
         radix_table(radix),
+        "### Where a step's time goes (time per step / ANN forward, paired medians)",
+        "Bare step loops (`reset(net); for t: net(train[t])`) of the converted weighted net and "
+        "of copies of it with the hidden neurons replaced by `nn.ReLU` and / or the spike "
+        "max-pools by `nn.MaxPool2d` (same weight layers with BatchNorm folded, same output "
+        "integrator; values differ, the kernels' cost does not), and the full "
+        "`simulate(fold=False)` (encoding, counting, decoding), against ANN forwards at the "
+        "same batch. `-`: the net has no spike max-pool. Each path relative to the ANN in the "
+        f"same round; at least {args.repeats} rounds, more until {args.budget / 2:g} s.",
+        parts_table(parts),
         f"### Peak memory ({mem_kind})",
         memory_table(memory),
     ])
@@ -365,7 +434,7 @@ def main() -> None:
         args.radix_bits = args.radix_bits[:1]
     args.radix_batches = args.radix_batches or args.batches
     command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
-    speed, radix, memory = [], [], []
+    speed, radix, memory, parts = [], [], [], []
     start = time.perf_counter()
     for name in args.models:
         log(f"[speed] building {name}")
@@ -377,6 +446,10 @@ def main() -> None:
                 log(f"[speed] {name} batch {batch} T {steps} ({timed} steps timed)")
                 row = time_steps(nets, batch, steps, timed, args)
                 speed.append({"model": name, "batch": batch, "T": steps, "timed": timed, **row})
+            cap = args.max_steps or (8 if args.quick else (32 if batch == 1 else 16))
+            log(f"[speed] {name} batch {batch}: step parts ({cap} steps)")
+            parts.append({"model": name, "batch": batch, "timed": cap,
+                          **time_parts(nets, batch, cap, args)})
             for bits, snn in nets.radix.items() if batch in args.radix_batches else ():
                 log(f"[speed] {name} radix T={bits} batch {batch}")
                 radix.append({"model": name, "bits": bits, "batch": batch,
@@ -384,7 +457,7 @@ def main() -> None:
             memory += measure_memory(name, nets, batch, timed, args,
                                      radix=batch in args.radix_batches)
     log(f"[speed] done in {time.perf_counter() - start:.0f} s")
-    text = section(args, command, speed, radix, memory)
+    text = section(args, command, speed, radix, memory, parts)
     print(text)
     write_section(args.output, "speed", text)
 
