@@ -264,8 +264,8 @@ class SpikeRecorder:
     """Counts spikes and SynOps per step, on device, with no host sync.
 
     Use as a context manager around the steps (forward hooks on ``modules`` hand each output to
-    :meth:`take`), or hand the outputs over directly with :meth:`step` (a runner that returns
-    them, as the step loop of :func:`~snntorch_weighted.simulate.simulate` does: no hooks).
+    :meth:`take`), or call :meth:`take` directly with each output as it is made (the step loop
+    of :func:`~snntorch_weighted.simulate.simulate` does: no hooks).
     Spikes are counted with a sum and a matrix-vector product of the flattened spikes
     ``[t, B, N]`` (spike count; SynOps with the fan-out ``f``), per step and sample (a sum and a
     product with a contiguous vector are several times faster than one product with an
@@ -368,12 +368,6 @@ class SpikeRecorder:
             limit = self._limits[name] = DEFER_BYTES // max(spk.numel() * spk.element_size(), 1)
         if len(pending) >= limit:
             self._flush(name)
-
-    def step(self, names: tuple[str, ...], outputs: tuple[Any, ...]) -> None:
-        """:meth:`take` for several modules' outputs of one step (a runner that returns the
-        watched outputs itself instead of firing hooks)."""
-        for name, output in zip(names, outputs, strict=True):
-            self.take(name, output)
 
     def _flush(self, name: str) -> None:
         """Count the steps a deferred hook has collected, as one block."""

@@ -50,13 +50,15 @@ first weight layer's currents) is computed for one period and gathered by phase 
 
 **Counting** (:class:`~snntorch_weighted.metrics.SpikeRecorder`) of the hidden neurons and
 routing layers (spike max-pool, delays): spikes and SynOps (a sum and a matrix-vector product) on
-device, with no host sync. The step loop runs a copy of the step graph that also returns these
-modules' outputs (:func:`_stepper`: the same modules run, so hooks of your own fire at every
-step, but none of the recorder's: a hooked call costs several microseconds); spikes of neurons
-and spike max-pools are counted in blocks of steps. ``forward_steps`` blocks of the folded runner
-are counted directly (no per-step hooks fire there, so use ``fold=False`` to see every step in
-hooks of your own); stateful modules it steps one by one are counted by forward hooks. Input
-spikes and their SynOps are counted from the encoded train.
+device, with no host sync. The step loop runs a copy of the step graph that hands each of these
+modules' outputs to the recorder right after the call (:func:`_stepper`: the same modules run,
+so hooks of your own fire at every step, but none of the recorder's: a hooked call costs several
+microseconds); spikes of neurons and spike max-pools are counted in blocks of steps of about
+4 MiB (one step at a time when a step's spikes are that large: counted while still in cache).
+``forward_steps`` blocks of the folded runner are counted directly (no per-step hooks fire
+there, so use ``fold=False`` to see every step in hooks of your own); stateful modules it steps
+one by one are counted by forward hooks. Input spikes and their SynOps are counted from the
+encoded train.
 Spike totals exclude the input; SynOps totals include the input layer's.
 """
 
@@ -276,23 +278,33 @@ class _Plan:
 
     profile: GraphProfile
     recorder: SpikeRecorder  # its tables; each run counts with recorder.renewed()
-    stepper: fx.GraphModule  # the step graph that also returns the watched modules' outputs
-    stepped: tuple[str, ...]  # the names of those outputs, in order
+    stepper: fx.GraphModule  # the step graph that hands the watched outputs to a recorder
     input_fan: Tensor  # the input's fan-out, ready for _count_input
 
 
-def _stepper(snn: nn.Module, names: Iterable[str]) -> tuple[fx.GraphModule, tuple[str, ...]]:
-    """The step graph returning ``(output, *watched)``: besides the output membrane, the output
-    of every call of a module in ``names``, in graph order. The same modules run (hooks of
-    their own fire), but the step loop gets the outputs to count without forward hooks of its
-    own (a hooked module call costs several microseconds more)."""
+def _take(recorder: SpikeRecorder, name: str, output: Any) -> None:
+    """``recorder.take(name, output)`` as a graph node of :func:`_stepper`."""
+    recorder.take(name, output)
+
+
+def _stepper(snn: nn.Module, names: Iterable[str]) -> fx.GraphModule:
+    """The step graph with a recorder as first input, ``stepper(recorder, x_t)``: right after
+    each call of a module in ``names`` its output goes to ``recorder.take`` (counted while it is
+    still in cache, or kept for a block), then the graph goes on; returns the output membrane.
+    The same modules run (hooks of their own fire), but nothing is hooked for counting (a hooked
+    module call costs several microseconds more) and no spike tensor is held to the end of the
+    step."""
     source = snn.graph.graph
     graph = fx.Graph()
+    recorder = graph.placeholder("recorder")
     env: dict[fx.Node, fx.Node] = {}
     result = graph.graph_copy(source, env)
-    watched = [n for n in source.nodes if n.op == "call_module" and n.target in names]
-    graph.output((result, *(env[n] for n in watched)))
-    return fx.GraphModule(snn.graph, graph), tuple(n.target for n in watched)
+    for node in source.nodes:
+        if node.op == "call_module" and node.target in names:
+            with graph.inserting_after(env[node]):
+                graph.call_function(_take, (recorder, node.target, env[node]))
+    graph.output(result)
+    return fx.GraphModule(snn.graph, graph)
 
 
 def _plan(snn: nn.Module, example: Tensor) -> _Plan:
@@ -311,7 +323,7 @@ def _plan(snn: nn.Module, example: Tensor) -> _Plan:
         modules, neuron_names = _watched_modules(snn)
         recorder = SpikeRecorder(modules, profile.fanout, neuron_names)
         input_fan = counting_fan(profile.fanout[INPUT], example.dtype, example.device)
-        cached = (key, _Plan(profile, recorder, *_stepper(snn, modules), input_fan))
+        cached = (key, _Plan(profile, recorder, _stepper(snn, modules), input_fan))
         snn.__dict__["_plan_cache"] = cached
     return cached[1]
 
@@ -355,13 +367,8 @@ def _input_period(snn: nn.Module) -> int | None:
 
 def _run_loop(plan: _Plan, spikes_in: Tensor, recorder: SpikeRecorder) -> Tensor:
     """Step loop: the whole graph once per step (:func:`_stepper`), the watched outputs handed to
-    ``recorder``; returns the output membranes ``[T, B, C]``."""
-    mems = []
-    for t in range(spikes_in.shape[0]):
-        mem, *watched = plan.stepper(spikes_in[t])
-        recorder.step(plan.stepped, watched)
-        mems.append(mem)
-    return torch.stack(mems)
+    ``recorder`` as they are made; returns the output membranes ``[T, B, C]``."""
+    return torch.stack([plan.stepper(recorder, x_t) for x_t in spikes_in])
 
 
 def _slice_step(value: Any, timed: bool, steps: int, t: int) -> Any:
