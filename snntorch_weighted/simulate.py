@@ -44,9 +44,13 @@ section "speed" (``benchmarks/speed.py``).
 twin bit for bit, so the identical result (output membranes, spikes and SynOps per step and layer)
 is computed per period on integer codes instead of per step; only on request.
 
-**Input reuse** (``reuse_input``, folded runner only): weighted and radix input trains are periodic
+**Input reuse** (``reuse_input``, both runners): weighted and radix input trains are periodic
 (period K, resp. T), so everything computed from the input alone through stateless layers (the
-first weight layer's currents) is computed for one period and gathered by phase for every block.
+first weight layer's currents) is computed for one period only: the folded runner gathers it by
+phase for every block, the step loop keeps the first period's values (one per phase) and feeds
+step t the values of step ``t mod P`` (the same kernels on the same values: identical results).
+Forward hooks of your own on those layers therefore fire during the first period only
+(``reuse_input=False`` runs them at every step).
 
 **Counting** (:class:`~snntorch_weighted.metrics.SpikeRecorder`) of the hidden neurons and
 routing layers (spike max-pool, delays): spikes and SynOps (a sum and a matrix-vector product) on
@@ -278,7 +282,8 @@ class _Plan:
 
     profile: GraphProfile
     recorder: SpikeRecorder  # its tables; each run counts with recorder.renewed()
-    stepper: fx.GraphModule  # the step graph that hands the watched outputs to a recorder
+    stepper: fx.GraphModule  # (recorder, x_t) -> (output membrane, input-only frontier values)
+    reuser: fx.GraphModule  # (recorder, *frontier values) -> output membrane
     input_fan: Tensor  # the input's fan-out, ready for _count_input
 
 
@@ -287,10 +292,27 @@ def _take(recorder: SpikeRecorder, name: str, output: Any) -> None:
     recorder.take(name, output)
 
 
-def _stepper(snn: nn.Module, names: Iterable[str]) -> fx.GraphModule:
+def _copy_watched(graph: fx.Graph, source: fx.Graph, env: dict[fx.Node, fx.Node],
+                  names: Iterable[str], recorder: fx.Node, skip: set[fx.Node]) -> Any:
+    """Copy ``source``'s nodes (except ``skip``, those already in ``env`` and the output) into
+    ``graph``; right after each call of a module in ``names`` its output goes to
+    ``recorder.take``. Returns what ``source`` outputs, in ``graph``'s nodes."""
+    result = None
+    for node in source.nodes:
+        if node.op == "output":
+            result = fx.node.map_arg(node.args[0], env.__getitem__)
+        elif node not in skip and node not in env:
+            env[node] = graph.node_copy(node, env.__getitem__)
+            if node.op == "call_module" and node.target in names:
+                graph.call_function(_take, (recorder, node.target, env[node]))
+    return result
+
+
+def _stepper(snn: nn.Module, names: Iterable[str], frontier: list[fx.Node]) -> fx.GraphModule:
     """The step graph with a recorder as first input, ``stepper(recorder, x_t)``: right after
     each call of a module in ``names`` its output goes to ``recorder.take`` (counted while it is
-    still in cache, or kept for a block), then the graph goes on; returns the output membrane.
+    still in cache, or kept for a block), then the graph goes on; returns the output membrane
+    and the values of the ``frontier`` nodes (what :func:`_reuser` takes instead of ``x_t``).
     The same modules run (hooks of their own fire), but nothing is hooked for counting (a hooked
     module call costs several microseconds more) and no spike tensor is held to the end of the
     step."""
@@ -298,19 +320,29 @@ def _stepper(snn: nn.Module, names: Iterable[str]) -> fx.GraphModule:
     graph = fx.Graph()
     recorder = graph.placeholder("recorder")
     env: dict[fx.Node, fx.Node] = {}
-    result = graph.graph_copy(source, env)
-    for node in source.nodes:
-        if node.op == "call_module" and node.target in names:
-            with graph.inserting_after(env[node]):
-                graph.call_function(_take, (recorder, node.target, env[node]))
-    graph.output(result)
+    result = _copy_watched(graph, source, env, names, recorder, skip=set())
+    graph.output((result, tuple(env[n] for n in frontier)))
+    return fx.GraphModule(snn.graph, graph)
+
+
+def _reuser(snn: nn.Module, names: Iterable[str], only: set[fx.Node], frontier: list[fx.Node]
+            ) -> fx.GraphModule:
+    """:func:`_stepper` without the nodes computed from the input alone (``only``, see
+    :func:`_input_only`): ``reuser(recorder, *values)`` takes the ``frontier`` values of an
+    earlier step of the same input phase and returns the output membrane."""
+    source = snn.graph.graph
+    graph = fx.Graph()
+    recorder = graph.placeholder("recorder")
+    env = {node: graph.placeholder(f"reused_{node.name}") for node in frontier}
+    skip = {n for n in only if n.op != "get_attr"}  # attributes may feed later nodes
+    graph.output(_copy_watched(graph, source, env, names, recorder, skip))
     return fx.GraphModule(snn.graph, graph)
 
 
 def _plan(snn: nn.Module, example: Tensor) -> _Plan:
     """:func:`~.metrics.profile_graph` of the step graph, a :class:`~.metrics.SpikeRecorder` of
-    the modules to watch (:func:`_watched_modules`) and the :func:`_stepper` graph, cached
-    together on the network.
+    the modules to watch (:func:`_watched_modules`) and the :func:`_stepper` / :func:`_reuser`
+    graphs, cached together on the network.
 
     The fan-outs depend on the graph, the per-sample input shape and the zero pattern of the
     weights; the cache key is :func:`_config_key` plus the input's shape / dtype / device, so a
@@ -323,7 +355,10 @@ def _plan(snn: nn.Module, example: Tensor) -> _Plan:
         modules, neuron_names = _watched_modules(snn)
         recorder = SpikeRecorder(modules, profile.fanout, neuron_names)
         input_fan = counting_fan(profile.fanout[INPUT], example.dtype, example.device)
-        cached = (key, _Plan(profile, recorder, _stepper(snn, modules), input_fan))
+        only, frontier = _input_only(snn.graph)
+        ordered = [n for n in snn.graph.graph.nodes if n in frontier]
+        cached = (key, _Plan(profile, recorder, _stepper(snn, modules, ordered),
+                             _reuser(snn, modules, only, ordered), input_fan))
         snn.__dict__["_plan_cache"] = cached
     return cached[1]
 
@@ -365,10 +400,28 @@ def _input_period(snn: nn.Module) -> int | None:
     return None
 
 
-def _run_loop(plan: _Plan, spikes_in: Tensor, recorder: SpikeRecorder) -> Tensor:
+def _run_loop(plan: _Plan, spikes_in: Tensor, recorder: SpikeRecorder, period: int | None
+              ) -> Tensor:
     """Step loop: the whole graph once per step (:func:`_stepper`), the watched outputs handed to
-    ``recorder`` as they are made; returns the output membranes ``[T, B, C]``."""
-    return torch.stack([plan.stepper(recorder, x_t) for x_t in spikes_in])
+    ``recorder`` as they are made; returns the output membranes ``[T, B, C]``.
+
+    With ``period`` P (a P-periodic input train) the values computed from the input alone are
+    kept from the first P steps and step t >= P reuses those of step ``t % P``
+    (:func:`_reuser`): the same kernels on the same values, so the same results."""
+    steps = spikes_in.shape[0]
+    mems: list[Tensor] = []
+    kept: list[tuple] = []
+    reuse = bool(period) and period < steps
+    for x_t in spikes_in[:period] if reuse else spikes_in:
+        mem, values = plan.stepper(recorder, x_t)
+        mems.append(mem)
+        if reuse:
+            kept.append(values)
+    if reuse and all(isinstance(v, Tensor) for v in kept[0]):
+        mems += [plan.reuser(recorder, *kept[t % period]) for t in range(period, steps)]
+    elif reuse:  # e.g. a size() computed from the input: no reuse
+        mems += [plan.stepper(recorder, x_t)[0] for x_t in spikes_in[period:]]
+    return torch.stack(mems)
 
 
 def _slice_step(value: Any, timed: bool, steps: int, t: int) -> Any:
@@ -628,8 +681,8 @@ def simulate(
         model: the original ANN, to report its MACs per sample (:func:`.metrics.ann_macs`).
         encoded: ``inputs`` is already the input spike train ``[T, B, ...]`` (e.g. to feed the
             same Bernoulli draw of a rate code to several runs); ``num_steps`` defaults to ``T``.
-        reuse_input: in the folded runner, compute what depends on the input alone (the first
-            weight layer's currents) for one input period only and reuse it (weighted: period
+        reuse_input: compute what depends on the input alone (the first weight layer's
+            currents) for one input period only and reuse it, in both runners (weighted: period
             K, radix: period T; rate inputs are random and not reused; nor are ``encoded`` ones).
         shortcut: radix only: compute the identical result per period with
             :func:`radix_shortcut` instead of stepping (``fold``, ``chunk_size``, ``encoded``
@@ -671,13 +724,13 @@ def simulate(
         if saved_skip is not None and skip_periods is not None:
             output.skip_periods = skip_periods
         reset(snn)
+        period = _input_period(snn) if reuse_input and not encoded else None
         if chunk:
-            period = _input_period(snn) if reuse_input and not encoded else None
             observe = partial(_observe_watched, recorder)
             with recorder:  # hooks count stateful modules the runner steps one by one
                 mem = _FoldedRunner(snn.graph, spikes_in, period, observe).run(spikes_in, chunk)
         else:
-            mem = _run_loop(plan, spikes_in, recorder)
+            mem = _run_loop(plan, spikes_in, recorder, period)
         readout = _readout(snn, mem)
         estimate = snn.decode_trace(readout)  # decode sees this run's skip_periods
     finally:

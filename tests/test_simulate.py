@@ -17,7 +17,7 @@ from snntorch_weighted.convert import convert
 from snntorch_weighted.layers import SpikeMaxPool2d
 from snntorch_weighted.metrics import INPUT, ann_macs, is_stateful
 from snntorch_weighted.network import SpikingNetwork
-from snntorch_weighted.neurons import RadixLeaky
+from snntorch_weighted.neurons import RadixLeaky, WeightedLeaky
 from snntorch_weighted.simulate import auto_chunk_size, simulate
 
 K = 4
@@ -193,15 +193,25 @@ def test_fold_equals_loop_any_chunk(digits, mlp_snn, steps, chunk, batch, reuse)
     assert torch.equal(fold.synops["1"], loop.synops["1"])
 
 
-def test_fold_reuses_the_periodic_input(digits, cnn) -> None:
+def test_both_runners_reuse_the_periodic_input(digits, cnn) -> None:
+    """The first conv sees each phase of the periodic input once; the results equal a run
+    that computes it at every step (reuse_input=False), in the loop and folded."""
     x = digits[0][:6].view(-1, 1, 8, 8)
     snn = dyadic(convert(cnn, digits[0][:200].view(-1, 1, 8, 8), num_phases=K, progress=False))
     rows: list[int] = []
     handle = snn.graph.c1.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
     try:
         steps = 3 * K + 1
+        every = simulate(snn, x, steps, fold=False, reuse_input=False)
+        assert rows == [6] * steps
+        rows.clear()
         loop = simulate(snn, x, steps, fold=False)
-        assert sum(rows) == steps * 6
+        assert rows == [6] * K  # one period, step by step
+        assert torch.equal(loop.mem, every.mem) and loop.total_spikes.sum() > 0
+        for name in every.synops:
+            assert torch.equal(loop.synops[name], every.synops[name])
+        for name in every.spikes:
+            assert torch.equal(loop.spikes[name], every.spikes[name])
         for chunk in (3, steps):
             rows.clear()
             fold = simulate(snn, x, steps, fold=True, chunk_size=chunk)
@@ -212,8 +222,49 @@ def test_fold_reuses_the_periodic_input(digits, cnn) -> None:
         rows.clear()
         simulate(snn, x, steps, fold=True, chunk_size=5, reuse_input=False)
         assert rows == [30, 30, 18]
+        rows.clear()
+        simulate(snn, x, K, fold=False)  # one period or less: nothing to reuse
+        assert rows == [6] * K
     finally:
         handle.remove()
+
+
+class _SizedMLP(nn.Module):
+    """A hand-made weighted step graph whose input-only part also yields a size (not a tensor)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.fc1 = nn.Linear(64, 16)
+        self.fc2 = nn.Linear(16, 10)
+        self.n1 = WeightedLeaky(num_phases=K, init_hidden=True)
+        self.out = WeightedLeaky(num_phases=K, fire=False, init_hidden=True, output=True)
+
+    def forward(self, x):
+        batch = x.size(0)
+        _, mem = self.out(self.fc2(self.n1(self.fc1(x)).reshape(batch, -1)))
+        return mem
+
+
+def test_loop_without_tensor_frontier_computes_every_step(digits) -> None:
+    """When the input-only part yields a non-tensor (a size), the loop does not reuse it and
+    still gives the same results as computing everything at every step."""
+    module = _SizedMLP()
+    snn = SpikingNetwork(fx.GraphModule(module, _Tracer().trace(module)), "weighted",
+                         num_phases=K)
+    x = digits[0][:5]
+    rows: list[int] = []
+    handle = snn.graph.fc1.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+    try:
+        steps = 2 * K + 3
+        every = simulate(snn, x, steps, fold=False, reuse_input=False)
+        rows.clear()
+        loop = simulate(snn, x, steps, fold=False)
+        assert rows == [5] * steps
+    finally:
+        handle.remove()
+    assert torch.equal(loop.mem, every.mem) and torch.equal(loop.spikes["n1"], every.spikes["n1"])
+    assert loop.total_spikes.sum() > 0
 
 
 class _Tracer(fx.Tracer):

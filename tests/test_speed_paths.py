@@ -61,6 +61,24 @@ def test_shortcut_equals_simulation(name: str, seed: int, num_bits: int, extra: 
 
 
 @pytest.mark.parametrize("name", list(MODELS))
+def test_loop_input_reuse_gives_the_same_run(name: str) -> None:
+    """The step loop reuses the input layer's currents of the first period (the radix input
+    repeats every T steps): every field equals a run that computes them at every step."""
+    snn, _, _, x = radix_snn(name, 5, 3)
+    reused = simulate(snn, x, fold=False)
+    every = simulate(snn, x, fold=False, reuse_input=False)
+    for field in ("mem", "readout", "predictions", "input_spikes"):
+        assert torch.equal(getattr(reused, field), getattr(every, field)), field
+    assert reused.spikes.keys() == every.spikes.keys()
+    assert reused.synops.keys() == every.synops.keys()
+    for name_ in every.spikes:
+        assert torch.equal(reused.spikes[name_], every.spikes[name_]), name_
+    for name_ in every.synops:
+        assert torch.equal(reused.synops[name_], every.synops[name_]), name_
+    assert reused.total_spikes.sum() > 0
+
+
+@pytest.mark.parametrize("name", list(MODELS))
 def test_shortcut_spike_counts_are_popcounts(name: str) -> None:
     """In the period a layer carries the input's codes, its spikes are their popcounts."""
     num_bits = 4
