@@ -274,8 +274,10 @@ class SpikeRecorder:
     (fewer kernel launches per step); other modules are counted at every call. :meth:`observe`
     counts a block given directly (the time-folded runner, where no per-step hook fires).
     Spikes are taken as 0/1 (graded spikes of a neuron with ``graded_spikes_factor != 1`` are
-    counted as ``!= 0``). The product runs in float32 when it is exact there (``N < 2**24`` and
-    ``sum(f) < 2**24``, so no partial sum can round), else in float64. :meth:`stacked` returns
+    counted as ``!= 0``). Only what is reported is computed: no spike sum for routing layers, no
+    product for a neuron whose fan-out is all zero (its spikes feed a spike max-pool). The
+    product runs in float32 when it is exact there (``N < 2**24`` and ``sum(f) < 2**24``, so no
+    partial sum can round), else in float64. :meth:`stacked` returns
     ``[T, B]`` tensors.
     :meth:`renewed` gives a recorder for the next run that shares the tables built here.
 
@@ -297,6 +299,9 @@ class SpikeRecorder:
         self.modules = modules
         self.fanouts = {n: f.flatten() for n, f in fanouts.items() if n in modules}
         self.count_spikes = {n for n in count_spikes if n in modules}
+        # neurons whose spikes drive no synapse (e.g. into a spike max-pool): SynOps are zeros
+        self._silent = {n for n in self.count_spikes
+                        if n in self.fanouts and not bool(self.fanouts[n].any())}
         self._binary = {n: _is_binary(m) for n, m in modules.items()}
         self._deferred = {n: _fresh_outputs(m) for n, m in modules.items()}
         self._weights: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
@@ -348,7 +353,10 @@ class SpikeRecorder:
             flat = flat.ne(0)
         if flat.dtype != fan.dtype:
             flat = flat.to(fan.dtype)
-        self.records[name].append((flat.sum(2), flat @ fan))  # spikes, SynOps: [t, B] each
+        # spikes, SynOps: [t, B] each, only what is reported and not known to be zero
+        counts = flat.sum(2) if name in self.count_spikes else None
+        synops = flat @ fan if name in self.fanouts and name not in self._silent else None
+        self.records[name].append((counts, synops))
         if self.keep_trains and name in self.trains:
             self.trains[name].append(block if steps is not None else block.clone())
 
@@ -400,8 +408,9 @@ class SpikeRecorder:
         # exact integers in float (see the class docstring): .long() converts exactly
         spikes = {n: cat_blocks([c for c, _ in v]).long() for n, v in self.records.items()
                   if v and n in self.count_spikes}
-        synops = {n: cat_blocks([s for _, s in v]).long() for n, v in self.records.items()
-                  if v and n in self.fanouts}
+        synops = {n: torch.zeros_like(spikes[n]) if n in self._silent
+                  else cat_blocks([s for _, s in v]).long()
+                  for n, v in self.records.items() if v and n in self.fanouts}
         trains = {}
         for name, values in self.trains.items():
             if values:

@@ -158,6 +158,30 @@ def test_recorder_counts_and_synops() -> None:
     assert rec.num_neurons == {"n": 4}
 
 
+def test_recorder_computes_only_what_is_reported() -> None:
+    """A neuron whose spikes drive no synapse reports zero SynOps (no product is computed), a
+    routing layer reports SynOps but no spikes; the others are counted as usual."""
+    torch.manual_seed(2)
+    quiet, busy, pool = neuron(), neuron(), nn.Identity()
+    fans = {"quiet": torch.zeros(4, dtype=torch.long), "busy": torch.tensor([1, 0, 2, 9]),
+            "pool": torch.tensor([4, 4, 1, 0])}
+    rec = SpikeRecorder({"quiet": quiet, "busy": busy, "pool": pool}, fans, {"quiet", "busy"})
+    inputs = torch.rand(5, 3, 4) * 2
+    with rec:
+        outs = {"quiet": torch.stack([quiet(x) for x in inputs]),
+                "busy": torch.stack([busy(x) for x in inputs]),
+                "pool": torch.stack([pool(x) for x in inputs])}
+    assert all(s is None for _, s in rec.records["quiet"])
+    assert all(c is None for c, _ in rec.records["pool"])
+    spikes, synops, _ = rec.stacked()
+    assert spikes.keys() == {"quiet", "busy"} and synops.keys() == set(fans)
+    for name, out in outs.items():
+        assert torch.equal(synops[name], ((out != 0).long() * fans[name]).sum(-1)), name
+        if name in spikes:
+            assert torch.equal(spikes[name], (out != 0).sum(-1)), name
+    assert outs["quiet"].sum() > 0 and synops["busy"].sum() > 0
+
+
 def test_renewed_recorder_counts_each_run_alone() -> None:
     """A renewed recorder shares the tables but not the counts: every run counts only its own
     steps, equal to a fresh recorder's (here with a batch size that changes between runs and

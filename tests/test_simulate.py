@@ -175,9 +175,13 @@ def test_fold_equals_step_loop(digits, cnn, coding) -> None:
             assert torch.equal(fold.spikes[name], loop.spikes[name])
             assert torch.equal(fold.layer_trains[name], loop.layer_trains[name])
             assert torch.equal(loop.layer_trains[name].ne(0).sum((2, 3, 4)), loop.spikes[name])
+            fan = loop.fanout[name].flatten()  # all zero for the neuron feeding the pool
+            expect = (loop.layer_trains[name].ne(0).flatten(2).long() * fan).sum(-1)
+            assert torch.equal(loop.synops[name], expect)
         for name in loop.synops:
             assert torch.equal(fold.synops[name], loop.synops[name])
     assert loop.total_spikes.sum() > 0 and "pool" in loop.synops
+    assert any(not f.any() for f in loop.fanout.values())
 
 
 @settings(max_examples=20, deadline=None)
