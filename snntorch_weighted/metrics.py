@@ -55,6 +55,9 @@ _PASS_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.ReLU)
 _IDENTITY_MODULES = (Scale, nn.BatchNorm1d, nn.BatchNorm2d)
 DEFER_BYTES = 4 * 2**20
 """Spikes a deferred counting hook collects per module before counting them as one block."""
+DEFER_STEP_BYTES = 2**18
+"""Largest step of spikes that is deferred; a larger one is counted at once (its kernels are long
+enough that launching them costs little, and it is still in cache)."""
 
 
 def is_stateful(module: nn.Module) -> bool:
@@ -270,8 +273,9 @@ class SpikeRecorder:
     ``[t, B, N]`` (spike count; SynOps with the fan-out ``f``), per step and sample (a sum and a
     product with a contiguous vector are several times faster than one product with an
     ``[N, 2]`` matrix at batch 1). For modules whose outputs are fresh tensors (neurons,
-    ``SpikeMaxPool2d``) a step's spikes are kept and counted in blocks of about ``DEFER_BYTES``
-    (fewer kernel launches per step); other modules are counted at every call. :meth:`observe`
+    ``SpikeMaxPool2d``) a step's spikes of at most ``DEFER_STEP_BYTES`` are kept and counted in
+    blocks of about ``DEFER_BYTES`` (fewer kernel launches per step); larger steps and other
+    modules are counted at every call. :meth:`observe`
     counts a block given directly (the time-folded runner, where no per-step hook fires).
     Spikes are taken as 0/1 (graded spikes of a neuron with ``graded_spikes_factor != 1`` are
     counted as ``!= 0``). Only what is reported is computed: no spike sum for routing layers, no
@@ -373,7 +377,8 @@ class SpikeRecorder:
         pending.append(spk)
         limit = self._limits.get(name)
         if limit is None:  # steps per block, from the first step's size
-            limit = self._limits[name] = DEFER_BYTES // max(spk.numel() * spk.element_size(), 1)
+            size = max(spk.numel() * spk.element_size(), 1)
+            limit = self._limits[name] = DEFER_BYTES // size if size <= DEFER_STEP_BYTES else 1
         if len(pending) >= limit:
             self._flush(name)
 

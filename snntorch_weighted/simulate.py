@@ -58,7 +58,8 @@ device, with no host sync. The step loop runs a copy of the step graph that hand
 modules' outputs to the recorder right after the call (:func:`_stepper`: the same modules run,
 so hooks of your own fire at every step, but none of the recorder's: a hooked call costs several
 microseconds); spikes of neurons and spike max-pools are counted in blocks of steps of about
-4 MiB (one step at a time when a step's spikes are that large: counted while still in cache).
+4 MiB when a step's spikes take at most 256 KiB (fewer kernel launches; batch 1), else one step
+at a time, while still in cache (large batches).
 ``forward_steps`` blocks of the folded runner are counted directly (no per-step hooks fire
 there, so use ``fold=False`` to see every step in hooks of your own); stateful modules it steps
 one by one are counted by forward hooks. Input spikes and their SynOps are counted from the
@@ -282,7 +283,8 @@ class _Plan:
 
     profile: GraphProfile
     recorder: SpikeRecorder  # its tables; each run counts with recorder.renewed()
-    stepper: fx.GraphModule  # (recorder, x_t) -> (output membrane, input-only frontier values)
+    stepper: fx.GraphModule  # (recorder, x_t) -> output membrane
+    head: fx.GraphModule  # (recorder, x_t) -> (output membrane, input-only frontier values)
     reuser: fx.GraphModule  # (recorder, *frontier values) -> output membrane
     input_fan: Tensor  # the input's fan-out, ready for _count_input
 
@@ -308,11 +310,12 @@ def _copy_watched(graph: fx.Graph, source: fx.Graph, env: dict[fx.Node, fx.Node]
     return result
 
 
-def _stepper(snn: nn.Module, names: Iterable[str], frontier: list[fx.Node]) -> fx.GraphModule:
+def _stepper(snn: nn.Module, names: Iterable[str], frontier: list[fx.Node] | None = None
+             ) -> fx.GraphModule:
     """The step graph with a recorder as first input, ``stepper(recorder, x_t)``: right after
     each call of a module in ``names`` its output goes to ``recorder.take`` (counted while it is
     still in cache, or kept for a block), then the graph goes on; returns the output membrane
-    and the values of the ``frontier`` nodes (what :func:`_reuser` takes instead of ``x_t``).
+    (with ``frontier``: and those nodes' values, what :func:`_reuser` takes instead of ``x_t``).
     The same modules run (hooks of their own fire), but nothing is hooked for counting (a hooked
     module call costs several microseconds more) and no spike tensor is held to the end of the
     step."""
@@ -321,7 +324,7 @@ def _stepper(snn: nn.Module, names: Iterable[str], frontier: list[fx.Node]) -> f
     recorder = graph.placeholder("recorder")
     env: dict[fx.Node, fx.Node] = {}
     result = _copy_watched(graph, source, env, names, recorder, skip=set())
-    graph.output((result, tuple(env[n] for n in frontier)))
+    graph.output(result if frontier is None else (result, tuple(env[n] for n in frontier)))
     return fx.GraphModule(snn.graph, graph)
 
 
@@ -341,8 +344,9 @@ def _reuser(snn: nn.Module, names: Iterable[str], only: set[fx.Node], frontier: 
 
 def _plan(snn: nn.Module, example: Tensor) -> _Plan:
     """:func:`~.metrics.profile_graph` of the step graph, a :class:`~.metrics.SpikeRecorder` of
-    the modules to watch (:func:`_watched_modules`) and the :func:`_stepper` / :func:`_reuser`
-    graphs, cached together on the network.
+    the modules to watch (:func:`_watched_modules`) and the :func:`_stepper` graphs (plain, and
+    the head that also returns the input-only values) and the :func:`_reuser` graph, cached
+    together on the network.
 
     The fan-outs depend on the graph, the per-sample input shape and the zero pattern of the
     weights; the cache key is :func:`_config_key` plus the input's shape / dtype / device, so a
@@ -357,8 +361,9 @@ def _plan(snn: nn.Module, example: Tensor) -> _Plan:
         input_fan = counting_fan(profile.fanout[INPUT], example.dtype, example.device)
         only, frontier = _input_only(snn.graph)
         ordered = [n for n in snn.graph.graph.nodes if n in frontier]
-        cached = (key, _Plan(profile, recorder, _stepper(snn, modules, ordered),
-                             _reuser(snn, modules, only, ordered), input_fan))
+        cached = (key, _Plan(profile, recorder, _stepper(snn, modules),
+                             _stepper(snn, modules, ordered), _reuser(snn, modules, only, ordered),
+                             input_fan))
         snn.__dict__["_plan_cache"] = cached
     return cached[1]
 
@@ -405,22 +410,23 @@ def _run_loop(plan: _Plan, spikes_in: Tensor, recorder: SpikeRecorder, period: i
     """Step loop: the whole graph once per step (:func:`_stepper`), the watched outputs handed to
     ``recorder`` as they are made; returns the output membranes ``[T, B, C]``.
 
-    With ``period`` P (a P-periodic input train) the values computed from the input alone are
-    kept from the first P steps and step t >= P reuses those of step ``t % P``
-    (:func:`_reuser`): the same kernels on the same values, so the same results."""
+    With ``period`` P (a P-periodic input train) shorter than the run, the values computed from
+    the input alone are kept from the first P steps (``plan.head``) and step t >= P reuses those
+    of step ``t % P`` (:func:`_reuser`): the same kernels on the same values, so the same
+    results."""
     steps = spikes_in.shape[0]
+    if not period or period >= steps:
+        return torch.stack([plan.stepper(recorder, x_t) for x_t in spikes_in])
     mems: list[Tensor] = []
     kept: list[tuple] = []
-    reuse = bool(period) and period < steps
-    for x_t in spikes_in[:period] if reuse else spikes_in:
-        mem, values = plan.stepper(recorder, x_t)
+    for x_t in spikes_in[:period]:
+        mem, values = plan.head(recorder, x_t)
         mems.append(mem)
-        if reuse:
-            kept.append(values)
-    if reuse and all(isinstance(v, Tensor) for v in kept[0]):
+        kept.append(values)
+    if all(isinstance(v, Tensor) for v in kept[0]):
         mems += [plan.reuser(recorder, *kept[t % period]) for t in range(period, steps)]
-    elif reuse:  # e.g. a size() computed from the input: no reuse
-        mems += [plan.stepper(recorder, x_t)[0] for x_t in spikes_in[period:]]
+    else:  # e.g. a size() computed from the input: no reuse
+        mems += [plan.stepper(recorder, x_t) for x_t in spikes_in[period:]]
     return torch.stack(mems)
 
 

@@ -12,6 +12,7 @@ from torch import fx, nn
 
 from snntorch_weighted.layers import Scale, SpikeMaxPool2d
 from snntorch_weighted.metrics import (
+    DEFER_STEP_BYTES,
     INPUT,
     SpikeRecorder,
     ann_macs,
@@ -180,6 +181,30 @@ def test_recorder_computes_only_what_is_reported() -> None:
         if name in spikes:
             assert torch.equal(spikes[name], (out != 0).sum(-1)), name
     assert outs["quiet"].sum() > 0 and synops["busy"].sum() > 0
+
+
+def test_recorder_defers_small_steps_and_counts_large_ones_at_once() -> None:
+    """Steps of at most DEFER_STEP_BYTES wait for a block; a larger step is counted at once;
+    both give the same counts."""
+    fan_small, fan_large = torch.tensor([1, 2, 0, 4]), torch.arange(70_000) % 5
+    small, large = neuron(), neuron()
+    rec = SpikeRecorder({"small": small, "large": large},
+                        {"small": fan_small, "large": fan_large}, {"small", "large"})
+    assert 4 * 4 <= DEFER_STEP_BYTES < 4 * 70_000
+    x_small, x_large = torch.rand(3, 1, 4) * 2, torch.rand(3, 1, 70_000) * 2
+    with rec:
+        outs_small = torch.stack([small(x) for x in x_small])
+        outs_large = []
+        for x in x_large:
+            outs_large.append(large(x))
+            assert len(rec.records["large"]) == len(outs_large)  # counted at once
+        assert len(rec._pending["small"]) == 3 and not rec.records["small"]
+        assert not rec._pending["large"]
+    spikes, synops, _ = rec.stacked()
+    for name, out, fan in (("small", outs_small, fan_small),
+                           ("large", torch.stack(outs_large), fan_large)):
+        assert torch.equal(spikes[name], (out != 0).sum(-1))
+        assert torch.equal(synops[name], ((out != 0).long() * fan).sum(-1))
 
 
 def test_renewed_recorder_counts_each_run_alone() -> None:
