@@ -22,7 +22,7 @@ one machine:
 Timing: one warm-up call, then rounds in which every path runs once (interleaved, so load
 changes hit all paths alike): at least ``--repeats`` rounds (radix at batch > 1: one), and
 more while the configuration has been timed for less than ``--budget``
-seconds (at most 30 rounds); the order of the paths rotates from round to round. Each path's
+seconds (at most 60 rounds); the order of the paths rotates from round to round. Each path's
 best round gives its steps / second: on a shared virtual machine single rounds vary by +-30 %,
 the best of many approaches the unloaded speed. Ratios between paths are the median over rounds
 of the ratio within a round (paths timed seconds apart share the load of that moment). The ANN
@@ -99,7 +99,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- measuring
 
 
-MAX_ROUNDS = 30
+MAX_ROUNDS = 60
 RATIOS = (("loop", "auto"), ("loop", "leaky"), ("bare_w", "bare_leaky"), ("loop", "ann"),
           ("bare_w", "ann"))
 """Time ratios reported per configuration (paired per round, :func:`paired_ratio`)."""
