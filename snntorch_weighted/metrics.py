@@ -275,14 +275,13 @@ class SpikeRecorder:
     ``[N, 2]`` matrix at batch 1). For modules whose outputs are fresh tensors (neurons,
     ``SpikeMaxPool2d``) a step's spikes of at most ``DEFER_STEP_BYTES`` are kept and counted in
     blocks of about ``DEFER_BYTES`` (fewer kernel launches per step); larger steps and other
-    modules are counted at every call. :meth:`observe`
-    counts a block given directly (the time-folded runner, where no per-step hook fires).
+    modules are counted at every call. :meth:`observe` counts a block given directly (the
+    time-folded runner, where no per-step hook fires).
     Spikes are taken as 0/1 (graded spikes of a neuron with ``graded_spikes_factor != 1`` are
     counted as ``!= 0``). Only what is reported is computed: no spike sum for routing layers, no
     product for a neuron whose fan-out is all zero (its spikes feed a spike max-pool). The
     product runs in float32 when it is exact there (``N < 2**24`` and ``sum(f) < 2**24``, so no
-    partial sum can round), else in float64. :meth:`stacked` returns
-    ``[T, B]`` tensors.
+    partial sum can round), else in float64. :meth:`stacked` returns ``[T, B]`` tensors.
     :meth:`renewed` gives a recorder for the next run that shares the tables built here.
 
     Args:
