@@ -360,10 +360,9 @@ def _plan(snn: nn.Module, example: Tensor) -> _Plan:
         recorder = SpikeRecorder(modules, profile.fanout, neuron_names)
         input_fan = counting_fan(profile.fanout[INPUT], example.dtype, example.device)
         only, frontier = _input_only(snn.graph)
-        ordered = [n for n in snn.graph.graph.nodes if n in frontier]
         cached = (key, _Plan(profile, recorder, _stepper(snn, modules),
-                             _stepper(snn, modules, ordered), _reuser(snn, modules, only, ordered),
-                             input_fan))
+                             _stepper(snn, modules, frontier),
+                             _reuser(snn, modules, only, frontier), input_fan))
         snn.__dict__["_plan_cache"] = cached
     return cached[1]
 
@@ -464,9 +463,9 @@ def _fetch(graph: fx.GraphModule, target: str) -> Any:
     return obj
 
 
-def _input_only(graph: fx.GraphModule) -> tuple[set[fx.Node], set[fx.Node]]:
+def _input_only(graph: fx.GraphModule) -> tuple[set[fx.Node], list[fx.Node]]:
     """Nodes computed from the input alone through stateless ops, and those of them that feed
-    a node outside the set (the frontier whose values the input reuse caches)."""
+    a node outside the set (the frontier whose values the input reuse caches), in graph order."""
     only: set[fx.Node] = set()
     for node in graph.graph.nodes:
         if node.op in ("placeholder", "get_attr"):
@@ -476,7 +475,8 @@ def _input_only(graph: fx.GraphModule) -> tuple[set[fx.Node], set[fx.Node]]:
             continue
         elif all(n in only for n in node.all_input_nodes):
             only.add(node)
-    frontier = {n for n in only if n.op != "get_attr" and any(u not in only for u in n.users)}
+    frontier = [n for n in graph.graph.nodes if n in only and n.op != "get_attr"
+                and any(u not in only for u in n.users)]
     return only, frontier
 
 

@@ -34,19 +34,24 @@ def radix_snn(name: str, seed: int, num_bits: int):
     return snn, quant.twin(prepared).double(), reference, x
 
 
+def assert_same_run(a, b) -> None:
+    """Every field of two simulation results is equal."""
+    assert a.num_steps == b.num_steps
+    for field in ("mem", "readout", "estimate", "predictions", "input_spikes"):
+        assert torch.equal(getattr(a, field), getattr(b, field)), field
+    assert a.spikes.keys() == b.spikes.keys()
+    for name in b.spikes:
+        assert torch.equal(a.spikes[name], b.spikes[name]), name
+    assert a.synops.keys() == b.synops.keys()
+    for name in b.synops:
+        assert torch.equal(a.synops[name], b.synops[name]), name
+    assert a.num_neurons == b.num_neurons
+    assert torch.equal(a.total_synops, b.total_synops)
+
+
 def assert_same(short, full) -> None:
     assert short.shortcut and not full.shortcut
-    assert short.num_steps == full.num_steps
-    for field in ("mem", "readout", "estimate", "predictions", "input_spikes"):
-        assert torch.equal(getattr(short, field), getattr(full, field)), field
-    assert short.spikes.keys() == full.spikes.keys()
-    for name in full.spikes:
-        assert torch.equal(short.spikes[name], full.spikes[name]), name
-    assert short.synops.keys() == full.synops.keys()
-    for name in full.synops:
-        assert torch.equal(short.synops[name], full.synops[name]), name
-    assert short.num_neurons == full.num_neurons
-    assert torch.equal(short.total_synops, full.total_synops)
+    assert_same_run(short, full)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -66,15 +71,7 @@ def test_loop_input_reuse_gives_the_same_run(name: str) -> None:
     repeats every T steps): every field equals a run that computes them at every step."""
     snn, _, _, x = radix_snn(name, 5, 3)
     reused = simulate(snn, x, fold=False)
-    every = simulate(snn, x, fold=False, reuse_input=False)
-    for field in ("mem", "readout", "predictions", "input_spikes"):
-        assert torch.equal(getattr(reused, field), getattr(every, field)), field
-    assert reused.spikes.keys() == every.spikes.keys()
-    assert reused.synops.keys() == every.synops.keys()
-    for name_ in every.spikes:
-        assert torch.equal(reused.spikes[name_], every.spikes[name_]), name_
-    for name_ in every.synops:
-        assert torch.equal(reused.synops[name_], every.synops[name_]), name_
+    assert_same_run(reused, simulate(snn, x, fold=False, reuse_input=False))
     assert reused.total_spikes.sum() > 0
 
 
