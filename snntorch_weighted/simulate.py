@@ -52,6 +52,12 @@ step t the values of step ``t mod P`` (the same kernels on the same values: iden
 Forward hooks of your own on those layers therefore fire during the first period only
 (``reuse_input=False`` runs them at every step).
 
+**Membranes in place** (step loop): hidden :class:`~snntorch_weighted.neurons.WeightedLeaky`
+neurons that do not return their membrane integrate into it in place during the run
+(:func:`~snntorch_weighted.neurons.membranes_in_place`: same kernels, identical values, one
+membrane-sized buffer less per neuron and step); a hook of your own that keeps ``module.mem``
+must clone it. Outside ``simulate`` the neurons make a new membrane every step, as in snntorch.
+
 **Counting** (:class:`~snntorch_weighted.metrics.SpikeRecorder`) of the hidden neurons and
 routing layers (spike max-pool, delays): spikes and SynOps (a sum and a matrix-vector product) on
 device, with no host sync. The step loop runs a copy of the step graph that hands each of these
@@ -93,6 +99,7 @@ from .metrics import (
     profile_graph,
 )
 from .metrics import steps_to_accuracy as steps_to_accuracy
+from .neurons import membranes_in_place
 from .reset import reset
 
 __all__ = ["SimulationResult", "simulate", "radix_shortcut", "steps_to_accuracy",
@@ -736,7 +743,9 @@ def simulate(
             with recorder:  # hooks count stateful modules the runner steps one by one
                 mem = _FoldedRunner(snn.graph, spikes_in, period, observe).run(spikes_in, chunk)
         else:
-            mem = _run_loop(plan, spikes_in, recorder, period)
+            hidden = [recorder.modules[name] for name in recorder.count_spikes]
+            with membranes_in_place(hidden):
+                mem = _run_loop(plan, spikes_in, recorder, period)
         readout = _readout(snn, mem)
         estimate = snn.decode_trace(readout)  # decode sees this run's skip_periods
     finally:

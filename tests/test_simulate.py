@@ -18,6 +18,7 @@ from snntorch_weighted.layers import SpikeMaxPool2d
 from snntorch_weighted.metrics import INPUT, ann_macs, is_stateful
 from snntorch_weighted.network import SpikingNetwork
 from snntorch_weighted.neurons import RadixLeaky, WeightedLeaky
+from snntorch_weighted.reset import reset
 from snntorch_weighted.simulate import auto_chunk_size, simulate
 
 K = 4
@@ -424,6 +425,27 @@ def test_step_loop_runs_the_same_modules_and_leaves_no_hooks(digits, cnn) -> Non
             int(m is neuron) for m in snn.modules()]
     finally:
         handle.remove()
+
+
+def test_step_loop_membranes_match_a_plain_loop(digits, cnn) -> None:
+    """simulate's step loop integrates hidden membranes in place (``membranes_in_place``): the
+    final membranes equal those of a plain ``snn(x_t)`` loop (new tensors every step), a
+    membrane kept from before the run is untouched, and no neuron keeps the in-place flag."""
+    x = digits[0][:3].view(-1, 1, 8, 8)
+    snn = convert(cnn, digits[0][:200].view(-1, 1, 8, 8), num_phases=K, progress=False)
+    steps = 2 * K + 1
+    train = snn.encode(x, steps)
+    reset(snn)
+    with torch.no_grad():
+        plain = torch.stack([snn(x_t) for x_t in train])
+    kept = {name: (n.mem, n.mem.clone()) for name, n in snn.neurons()}
+    res = simulate(snn, x, steps, fold=False, reuse_input=False)
+    assert torch.equal(res.mem, plain)
+    for name, neuron in snn.neurons():
+        before, value = kept[name]
+        assert torch.equal(before, value) and neuron.mem is not before
+        assert torch.equal(neuron.mem, before)  # the plain loop ended in the same state
+        assert not neuron._mem_in_place
 
 
 def test_encoded_graded_input_counts_non_zero_entries(digits, mlp_snn) -> None:
