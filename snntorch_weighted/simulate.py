@@ -100,7 +100,6 @@ from .metrics import (
 )
 from .metrics import steps_to_accuracy as steps_to_accuracy
 from .neurons import membranes_in_place
-from .reset import reset
 
 __all__ = ["SimulationResult", "simulate", "radix_shortcut", "steps_to_accuracy",
            "auto_chunk_size"]
@@ -294,6 +293,7 @@ class _Plan:
     head: fx.GraphModule  # (recorder, x_t) -> (output membrane, input-only frontier values)
     reuser: fx.GraphModule  # (recorder, *frontier values) -> output membrane
     input_fan: Tensor  # the input's fan-out, ready for _count_input
+    stateful: tuple[nn.Module, ...]  # what reset(snn) restarts, in its order (no module walk)
 
 
 def _take(recorder: SpikeRecorder, name: str, output: Any) -> None:
@@ -369,7 +369,8 @@ def _plan(snn: nn.Module, example: Tensor) -> _Plan:
         only, frontier = _input_only(snn.graph)
         cached = (key, _Plan(profile, recorder, _stepper(snn, modules),
                              _stepper(snn, modules, frontier),
-                             _reuser(snn, modules, only, frontier), input_fan))
+                             _reuser(snn, modules, only, frontier), input_fan,
+                             tuple(m for m in snn.modules() if is_stateful(m))))
         snn.__dict__["_plan_cache"] = cached
     return cached[1]
 
@@ -736,7 +737,8 @@ def simulate(
     try:
         if saved_skip is not None and skip_periods is not None:
             output.skip_periods = skip_periods
-        reset(snn)
+        for module in plan.stateful:  # reset(snn), with the module list of the plan
+            module.reset_mem()
         period = _input_period(snn) if reuse_input and not encoded else None
         if chunk:
             observe = partial(_observe_watched, recorder)
