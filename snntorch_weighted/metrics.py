@@ -272,11 +272,14 @@ class SpikeRecorder:
     Spikes are counted with a sum and a matrix-vector product of the flattened spikes
     ``[t, B, N]`` (spike count; SynOps with the fan-out ``f``), per step and sample (a sum and a
     product with a contiguous vector are several times faster than one product with an
-    ``[N, 2]`` matrix at batch 1). For modules whose outputs are fresh tensors (neurons,
-    ``SpikeMaxPool2d``) a step's spikes of at most ``DEFER_STEP_BYTES`` are kept and counted in
-    blocks of about ``DEFER_BYTES`` (fewer kernel launches per step); larger steps and other
-    modules are counted at every call. :meth:`observe` counts a block given directly (the
-    time-folded runner, where no per-step hook fires).
+    ``[N, 2]`` matrix at batch 1). When ``f`` is the same in every channel (a convolution with
+    all weights non-zero reads the spikes), the spikes are summed over channels first and both
+    counts come from those per-position sums: one pass over the spikes instead of two.
+    For modules whose outputs are fresh tensors (neurons, ``SpikeMaxPool2d``) a step's spikes of
+    at most ``DEFER_STEP_BYTES`` are kept and counted in blocks of about ``DEFER_BYTES`` (fewer
+    kernel launches per step); larger steps and other modules are counted at every call.
+    :meth:`observe` counts a block given directly (the time-folded runner, where no per-step
+    hook fires).
     Spikes are taken as 0/1 (graded spikes of a neuron with ``graded_spikes_factor != 1`` are
     counted as ``!= 0``). Only what is reported is computed: no spike sum for routing layers, no
     product for a neuron whose fan-out is all zero (its spikes feed a spike max-pool). The
@@ -307,7 +310,7 @@ class SpikeRecorder:
                         if n in self.fanouts and not bool(self.fanouts[n].any())}
         self._binary = {n: _is_binary(m) for n, m in modules.items()}
         self._deferred = {n: _fresh_outputs(m) for n, m in modules.items()}
-        self._weights: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
+        self._weights: dict[tuple, Tensor | None] = {}
         self._begin(keep_trains)
 
     def _begin(self, keep_trains: bool) -> None:
@@ -344,6 +347,21 @@ class SpikeRecorder:
         self.num_neurons[name] = n
         return fan
 
+    def _position_fan(self, name: str, block: Tensor, fan: Tensor) -> Tensor | None:
+        """The fan-out per position ``[H*W...]`` when it is the same in every channel of
+        ``block`` ``[t, B, C, ...]`` (a convolution reading all channels with all weights
+        non-zero), else None. Then :math:`\\sum_i s_i f_i = \\sum_p f_p \\sum_c s_{c,p}`: the
+        spikes are read once (a sum over channels), not twice (a sum and a product); exact in
+        the counting dtype for the same reason as the product (every partial sum is at most
+        ``sum(f)``)."""
+        if block.dim() < 4:
+            return None
+        key = (name, fan.dtype, fan.device, tuple(block.shape[2:]))
+        if key not in self._weights:
+            rows = fan.view(block.shape[2], -1)
+            self._weights[key] = rows[0].contiguous() if bool((rows == rows[0]).all()) else None
+        return self._weights[key]
+
     def observe(self, name: str, output: Any, steps: int | None = None) -> None:
         """Count one output of module ``name``: one step ``[B, ...]``, or ``steps`` steps
         ``[steps, B, ...]`` at once (the folded runner's blocks; no per-step hooks fire there).
@@ -357,8 +375,18 @@ class SpikeRecorder:
         if flat.dtype != fan.dtype:
             flat = flat.to(fan.dtype)
         # spikes, SynOps: [t, B] each, only what is reported and not known to be zero
-        counts = flat.sum(2) if name in self.count_spikes else None
-        synops = flat @ fan if name in self.fanouts and name not in self._silent else None
+        count = name in self.count_spikes
+        shared = None
+        if name in self.fanouts and name not in self._silent:
+            shared = self._position_fan(name, block, fan)
+            if shared is None:
+                synops = flat @ fan
+            else:  # one pass over the spikes: sums over channels, then per position only
+                per_position = flat.unflatten(2, (block.shape[2], -1)).sum(2)
+                synops = per_position @ shared
+        else:
+            synops = None
+        counts = None if not count else flat.sum(2) if shared is None else per_position.sum(2)
         self.records[name].append((counts, synops))
         if self.keep_trains and name in self.trains:
             self.trains[name].append(block if steps is not None else block.clone())

@@ -59,8 +59,9 @@ membrane-sized buffer less per neuron and step); a hook of your own that keeps `
 must clone it. Outside ``simulate`` the neurons make a new membrane every step, as in snntorch.
 
 **Counting** (:class:`~snntorch_weighted.metrics.SpikeRecorder`) of the hidden neurons and
-routing layers (spike max-pool, delays): spikes and SynOps (a sum and a matrix-vector product) on
-device, with no host sync. The step loop runs a copy of the step graph that hands each of these
+routing layers (spike max-pool, delays): spikes and SynOps (a sum and a matrix-vector product, or
+one sum over channels when the fan-out is the same in every channel) on device, with no host
+sync. The step loop runs a copy of the step graph that hands each of these
 modules' outputs to the recorder right after the call (:func:`_stepper`: the same modules run,
 so hooks of your own fire at every step, but none of the recorder's: a hooked call costs several
 microseconds); spikes of neurons and spike max-pools are counted in blocks of steps of about

@@ -183,6 +183,32 @@ def test_recorder_computes_only_what_is_reported() -> None:
     assert outs["quiet"].sum() > 0 and synops["busy"].sum() > 0
 
 
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**16), st.integers(1, 3), st.integers(1, 4), st.booleans(), st.booleans())
+def test_recorder_shared_channel_fanout_counts_like_the_product(seed, steps, batch, shared, large):
+    """When every channel has the same fan-out per position (a convolution with all weights
+    non-zero), the recorder sums the spikes over channels first and multiplies per position;
+    counts and SynOps equal the independent ``sum(train)`` / ``sum(train * fan)`` either way,
+    for per-step counting (large steps) and blocks (small steps)."""
+    gen = torch.Generator().manual_seed(seed)
+    channels, height, width = 3, (160 if large else 4), (160 if large else 5)  # > 256 KiB
+    per_position = torch.randint(0, 9, (height * width,), generator=gen)
+    fan = per_position.repeat(channels)
+    if not shared:
+        fan[int(torch.randint(0, fan.numel(), (1,), generator=gen))] += 1
+    n = neuron()
+    rec = SpikeRecorder({"n": n}, {"n": fan}, {"n"})
+    inputs = torch.rand(steps, batch, channels, height, width, generator=gen) * 2
+    with rec:
+        outs = torch.stack([n(x) for x in inputs])
+    spikes, synops, _ = rec.stacked()
+    ones = (outs != 0).flatten(2).long()
+    assert torch.equal(spikes["n"], ones.sum(-1))
+    assert torch.equal(synops["n"], (ones * fan).sum(-1))
+    key = next(k for k in rec._weights if len(k) == 4)
+    assert (rec._weights[key] is not None) == shared  # the channel sum ran iff shared
+
+
 def test_recorder_defers_small_steps_and_counts_large_ones_at_once() -> None:
     """Steps of at most DEFER_STEP_BYTES wait for a block; a larger step is counted at once;
     both give the same counts."""
