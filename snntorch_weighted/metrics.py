@@ -310,7 +310,8 @@ class SpikeRecorder:
                         if n in self.fanouts and not bool(self.fanouts[n].any())}
         self._binary = {n: _is_binary(m) for n, m in modules.items()}
         self._deferred = {n: _fresh_outputs(m) for n, m in modules.items()}
-        self._weights: dict[tuple, Tensor | None] = {}
+        self._weights: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
+        self._position_fans: dict[tuple, Tensor | None] = {}  # see _position_fan
         self._begin(keep_trains)
 
     def _begin(self, keep_trains: bool) -> None:
@@ -357,10 +358,11 @@ class SpikeRecorder:
         if block.dim() < 4:
             return None
         key = (name, fan.dtype, fan.device, tuple(block.shape[2:]))
-        if key not in self._weights:
+        if key not in self._position_fans:
             rows = fan.view(block.shape[2], -1)
-            self._weights[key] = rows[0].contiguous() if bool((rows == rows[0]).all()) else None
-        return self._weights[key]
+            shared = bool((rows == rows[0]).all())  # once per module and shape
+            self._position_fans[key] = rows[0].contiguous() if shared else None
+        return self._position_fans[key]
 
     def observe(self, name: str, output: Any, steps: int | None = None) -> None:
         """Count one output of module ``name``: one step ``[B, ...]``, or ``steps`` steps
@@ -375,18 +377,12 @@ class SpikeRecorder:
         if flat.dtype != fan.dtype:
             flat = flat.to(fan.dtype)
         # spikes, SynOps: [t, B] each, only what is reported and not known to be zero
-        count = name in self.count_spikes
-        shared = None
-        if name in self.fanouts and name not in self._silent:
-            shared = self._position_fan(name, block, fan)
-            if shared is None:
-                synops = flat @ fan
-            else:  # one pass over the spikes: sums over channels, then per position only
-                per_position = flat.unflatten(2, (block.shape[2], -1)).sum(2)
-                synops = per_position @ shared
-        else:
-            synops = None
-        counts = None if not count else flat.sum(2) if shared is None else per_position.sum(2)
+        product = name in self.fanouts and name not in self._silent
+        shared = self._position_fan(name, block, fan) if product else None
+        if shared is not None:  # one pass over the spikes: per-position sums over channels
+            flat, fan = flat.unflatten(2, (block.shape[2], -1)).sum(2), shared
+        counts = flat.sum(2) if name in self.count_spikes else None
+        synops = flat @ fan if product else None
         self.records[name].append((counts, synops))
         if self.keep_trains and name in self.trains:
             self.trains[name].append(block if steps is not None else block.clone())

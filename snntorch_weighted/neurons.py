@@ -324,7 +324,7 @@ class WeightedLeaky(_ClockedLeaky):
         if not self.fire_spikes:
             if n < self.skip_periods * self.num_phases:
                 w = 0.0
-            new_mem = torch.add(self._leak(self._buffers["mem"], leak), input_, alpha=w)
+            new_mem = self._integrate(input_, w, leak)
             return self._end_step(torch.zeros_like(new_mem), new_mem, clock, count=n)
         new_mem = self._integrate(input_, w, leak)
         if theta is None:

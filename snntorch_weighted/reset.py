@@ -6,7 +6,12 @@ from torch import nn
 
 from .metrics import is_stateful
 
-__all__ = ["reset"]
+__all__ = ["reset", "stateful_modules"]
+
+
+def stateful_modules(net: nn.Module) -> tuple[nn.Module, ...]:
+    """The modules of ``net`` (itself included) that :func:`reset` restarts, in its order."""
+    return tuple(m for m in net.modules() if is_stateful(m))
 
 
 def reset(net: nn.Module) -> nn.Module:
@@ -20,7 +25,6 @@ def reset(net: nn.Module) -> nn.Module:
     """
     if not isinstance(net, nn.Module):
         raise TypeError(f"reset expects an nn.Module, got {type(net).__name__}")
-    for module in net.modules():
-        if is_stateful(module):
-            module.reset_mem()
+    for module in stateful_modules(net):
+        module.reset_mem()
     return net

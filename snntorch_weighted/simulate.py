@@ -101,6 +101,7 @@ from .metrics import (
 )
 from .metrics import steps_to_accuracy as steps_to_accuracy
 from .neurons import membranes_in_place
+from .reset import stateful_modules
 
 __all__ = ["SimulationResult", "simulate", "radix_shortcut", "steps_to_accuracy",
            "auto_chunk_size"]
@@ -371,7 +372,7 @@ def _plan(snn: nn.Module, example: Tensor) -> _Plan:
         cached = (key, _Plan(profile, recorder, _stepper(snn, modules),
                              _stepper(snn, modules, frontier),
                              _reuser(snn, modules, only, frontier), input_fan,
-                             tuple(m for m in snn.modules() if is_stateful(m))))
+                             stateful_modules(snn)))
         snn.__dict__["_plan_cache"] = cached
     return cached[1]
 

@@ -205,8 +205,8 @@ def test_recorder_shared_channel_fanout_counts_like_the_product(seed, steps, bat
     ones = (outs != 0).flatten(2).long()
     assert torch.equal(spikes["n"], ones.sum(-1))
     assert torch.equal(synops["n"], (ones * fan).sum(-1))
-    key = next(k for k in rec._weights if len(k) == 4)
-    assert (rec._weights[key] is not None) == shared  # the channel sum ran iff shared
+    (position_fan,) = rec._position_fans.values()
+    assert (position_fan is not None) == shared  # the channel sum ran iff shared
 
 
 def test_recorder_defers_small_steps_and_counts_large_ones_at_once() -> None:
