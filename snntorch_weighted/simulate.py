@@ -64,9 +64,11 @@ one sum over channels when the fan-out is the same in every channel) on device, 
 sync. The step loop runs a copy of the step graph that hands each of these
 modules' outputs to the recorder right after the call (:func:`_stepper`: the same modules run,
 so hooks of your own fire at every step, but none of the recorder's: a hooked call costs several
-microseconds); spikes of neurons and spike max-pools are counted in blocks of steps of about
-4 MiB when a step's spikes take at most 256 KiB (fewer kernel launches; batch 1), else one step
-at a time, while still in cache (large batches).
+microseconds; while none of the graph's modules has a hook and there are no global ones, the copy
+calls their ``forward`` directly, which is what ``nn.Module.__call__`` does then, without its
+per-call cost: checked at every run); spikes of neurons and spike max-pools are counted in
+blocks of steps of about 4 MiB when a step's spikes take at most 256 KiB (fewer kernel launches;
+batch 1), else one step at a time, while still in cache (large batches).
 ``forward_steps`` blocks of the folded runner are counted directly (no per-step hooks fire
 there, so use ``fold=False`` to see every step in hooks of your own); stateful modules it steps
 one by one are counted by forward hooks. Input spikes and their SynOps are counted from the
@@ -80,10 +82,11 @@ import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, fx, nn
+from torch.nn.modules import module as _torch_module
 
 from . import decision as _decision
 from . import spikegen
@@ -109,6 +112,8 @@ __all__ = ["SimulationResult", "simulate", "radix_shortcut", "steps_to_accuracy"
 CHUNK_BYTES = 4 * 2**20
 """Target size of one folded activation in the automatic chunk rule."""
 Observer = Callable[[str, Any, int], None]  # (module name, block output, steps)
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks")  # torch.nn.modules.module's, see _plain_calls
 
 
 @dataclass
@@ -285,17 +290,49 @@ def _config_key(snn: nn.Module) -> tuple:
     return id(snn.graph.graph), len(snn.graph.graph.nodes), tuple(config)
 
 
+class _StepGraphs(NamedTuple):
+    """The step loop's graphs (:func:`_stepper`, :func:`_reuser`), all built the same way."""
+
+    stepper: fx.GraphModule  # (recorder, x_t) -> output membrane
+    head: fx.GraphModule  # (recorder, x_t) -> (output membrane, input-only frontier values)
+    reuser: fx.GraphModule  # (recorder, *frontier values) -> output membrane
+
+
 @dataclass(frozen=True)
 class _Plan:
     """What a network's runs reuse while its configuration stays the same (see :func:`_plan`)."""
 
     profile: GraphProfile
     recorder: SpikeRecorder  # its tables; each run counts with recorder.renewed()
-    stepper: fx.GraphModule  # (recorder, x_t) -> output membrane
-    head: fx.GraphModule  # (recorder, x_t) -> (output membrane, input-only frontier values)
-    reuser: fx.GraphModule  # (recorder, *frontier values) -> output membrane
     input_fan: Tensor  # the input's fan-out, ready for _count_input
     stateful: tuple[nn.Module, ...]  # what reset(snn) restarts, in its order (no module walk)
+    called: tuple[nn.Module, ...]  # the modules the step graph calls
+    graphs: dict[bool, _StepGraphs] = field(default_factory=dict)  # by `direct`, built on use
+
+    def step_graphs(self, snn: nn.Module) -> _StepGraphs:
+        """The step loop's graphs for this run: calling the modules' ``forward`` directly while
+        that is what calling them does (:func:`_plain_calls`), else calling the modules."""
+        direct = _plain_calls(self.called)
+        if direct not in self.graphs:
+            only, frontier = _input_only(snn.graph)
+            names = self.recorder.modules
+            self.graphs[direct] = _StepGraphs(
+                _stepper(snn, names, direct=direct), _stepper(snn, names, frontier, direct),
+                _reuser(snn, names, only, frontier, direct))
+        return self.graphs[direct]
+
+
+def _plain_calls(modules: Iterable[nn.Module]) -> bool:
+    """Whether ``module(*args)`` is exactly ``module.forward(*args)`` for each of ``modules`` now:
+    the fast path of ``nn.Module.__call__`` (no forward / backward hooks on the module nor
+    global ones, not compiled with ``module.compile()``, no JIT tracing). Checked at every run,
+    so hooks added at any time fire."""
+    if torch._C._get_tracing_state() or any(
+            getattr(_torch_module, name, None) for name in _GLOBAL_HOOKS):
+        return False
+    return not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                   or m._backward_pre_hooks or getattr(m, "_compiled_call_impl", None) is not None
+                   for m in modules)
 
 
 def _take(recorder: SpikeRecorder, name: str, output: Any) -> None:
@@ -304,41 +341,50 @@ def _take(recorder: SpikeRecorder, name: str, output: Any) -> None:
 
 
 def _copy_watched(graph: fx.Graph, source: fx.Graph, env: dict[fx.Node, fx.Node],
-                  names: Iterable[str], recorder: fx.Node, skip: set[fx.Node]) -> Any:
+                  names: Iterable[str], recorder: fx.Node, skip: set[fx.Node], direct: bool
+                  ) -> Any:
     """Copy ``source``'s nodes (except ``skip``, those already in ``env`` and the output) into
     ``graph``; right after each call of a module in ``names`` its output goes to
-    ``recorder.take``. Returns what ``source`` outputs, in ``graph``'s nodes."""
+    ``recorder.take``. ``direct``: module calls become calls of their ``forward`` (the same
+    as calling the module while :func:`_plain_calls` holds, without ``nn.Module.__call__``'s
+    per-call cost). Returns what ``source`` outputs, in ``graph``'s nodes."""
     result = None
     for node in source.nodes:
         if node.op == "output":
             result = fx.node.map_arg(node.args[0], env.__getitem__)
         elif node not in skip and node not in env:
-            env[node] = graph.node_copy(node, env.__getitem__)
+            if direct and node.op == "call_module":
+                args = fx.node.map_arg(node.args, env.__getitem__)
+                kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
+                env[node] = graph.call_method(
+                    "forward", (graph.get_attr(node.target), *args), kwargs)
+            else:
+                env[node] = graph.node_copy(node, env.__getitem__)
             if node.op == "call_module" and node.target in names:
                 graph.call_function(_take, (recorder, node.target, env[node]))
     return result
 
 
-def _stepper(snn: nn.Module, names: Iterable[str], frontier: list[fx.Node] | None = None
-             ) -> fx.GraphModule:
+def _stepper(snn: nn.Module, names: Iterable[str], frontier: list[fx.Node] | None = None,
+             direct: bool = False) -> fx.GraphModule:
     """The step graph with a recorder as first input, ``stepper(recorder, x_t)``: right after
     each call of a module in ``names`` its output goes to ``recorder.take`` (counted while it is
     still in cache, or kept for a block), then the graph goes on; returns the output membrane
     (with ``frontier``: and those nodes' values, what :func:`_reuser` takes instead of ``x_t``).
-    The same modules run (hooks of their own fire), but nothing is hooked for counting (a hooked
-    module call costs several microseconds more) and no spike tensor is held to the end of the
-    step."""
+    The same modules run (hooks of their own fire: ``direct`` graphs are used only while there
+    are none), but nothing is hooked for counting (a hooked module call costs several
+    microseconds more) and no spike tensor is held to the end of the step."""
     source = snn.graph.graph
     graph = fx.Graph()
     recorder = graph.placeholder("recorder")
     env: dict[fx.Node, fx.Node] = {}
-    result = _copy_watched(graph, source, env, names, recorder, skip=set())
+    result = _copy_watched(graph, source, env, names, recorder, set(), direct)
     graph.output(result if frontier is None else (result, tuple(env[n] for n in frontier)))
     return fx.GraphModule(snn.graph, graph)
 
 
-def _reuser(snn: nn.Module, names: Iterable[str], only: set[fx.Node], frontier: list[fx.Node]
-            ) -> fx.GraphModule:
+def _reuser(snn: nn.Module, names: Iterable[str], only: set[fx.Node], frontier: list[fx.Node],
+            direct: bool = False) -> fx.GraphModule:
     """:func:`_stepper` without the nodes computed from the input alone (``only``, see
     :func:`_input_only`): ``reuser(recorder, *values)`` takes the ``frontier`` values of an
     earlier step of the same input phase and returns the output membrane."""
@@ -347,7 +393,7 @@ def _reuser(snn: nn.Module, names: Iterable[str], only: set[fx.Node], frontier: 
     recorder = graph.placeholder("recorder")
     env = {node: graph.placeholder(f"reused_{node.name}") for node in frontier}
     skip = {n for n in only if n.op != "get_attr"}  # attributes may feed later nodes
-    graph.output(_copy_watched(graph, source, env, names, recorder, skip))
+    graph.output(_copy_watched(graph, source, env, names, recorder, skip, direct))
     return fx.GraphModule(snn.graph, graph)
 
 
@@ -368,11 +414,9 @@ def _plan(snn: nn.Module, example: Tensor) -> _Plan:
         modules, neuron_names = _watched_modules(snn)
         recorder = SpikeRecorder(modules, profile.fanout, neuron_names)
         input_fan = counting_fan(profile.fanout[INPUT], example.dtype, example.device)
-        only, frontier = _input_only(snn.graph)
-        cached = (key, _Plan(profile, recorder, _stepper(snn, modules),
-                             _stepper(snn, modules, frontier),
-                             _reuser(snn, modules, only, frontier), input_fan,
-                             stateful_modules(snn)))
+        called = tuple(snn.graph.get_submodule(n.target) for n in snn.graph.graph.nodes
+                       if n.op == "call_module")
+        cached = (key, _Plan(profile, recorder, input_fan, stateful_modules(snn), called))
         snn.__dict__["_plan_cache"] = cached
     return cached[1]
 
@@ -414,28 +458,28 @@ def _input_period(snn: nn.Module) -> int | None:
     return None
 
 
-def _run_loop(plan: _Plan, spikes_in: Tensor, recorder: SpikeRecorder, period: int | None
-              ) -> Tensor:
+def _run_loop(graphs: _StepGraphs, spikes_in: Tensor, recorder: SpikeRecorder,
+              period: int | None) -> Tensor:
     """Step loop: the whole graph once per step (:func:`_stepper`), the watched outputs handed to
     ``recorder`` as they are made; returns the output membranes ``[T, B, C]``.
 
     With ``period`` P (a P-periodic input train) shorter than the run, the values computed from
-    the input alone are kept from the first P steps (``plan.head``) and step t >= P reuses those
+    the input alone are kept from the first P steps (``graphs.head``) and step t >= P reuses those
     of step ``t % P`` (:func:`_reuser`): the same kernels on the same values, so the same
     results."""
     steps = spikes_in.shape[0]
     if not period or period >= steps:
-        return torch.stack([plan.stepper(recorder, x_t) for x_t in spikes_in])
+        return torch.stack([graphs.stepper(recorder, x_t) for x_t in spikes_in])
     mems: list[Tensor] = []
     kept: list[tuple] = []
     for x_t in spikes_in[:period]:
-        mem, values = plan.head(recorder, x_t)
+        mem, values = graphs.head(recorder, x_t)
         mems.append(mem)
         kept.append(values)
     if all(isinstance(v, Tensor) for v in kept[0]):
-        mems += [plan.reuser(recorder, *kept[t % period]) for t in range(period, steps)]
+        mems += [graphs.reuser(recorder, *kept[t % period]) for t in range(period, steps)]
     else:  # e.g. a size() computed from the input: no reuse
-        mems += [plan.stepper(recorder, x_t) for x_t in spikes_in[period:]]
+        mems += [graphs.stepper(recorder, x_t) for x_t in spikes_in[period:]]
     return torch.stack(mems)
 
 
@@ -749,7 +793,7 @@ def simulate(
         else:
             hidden = [recorder.modules[name] for name in recorder.count_spikes]
             with membranes_in_place(hidden):
-                mem = _run_loop(plan, spikes_in, recorder, period)
+                mem = _run_loop(plan.step_graphs(snn), spikes_in, recorder, period)
         readout = _readout(snn, mem)
         estimate = snn.decode_trace(readout)  # decode sees this run's skip_periods
     finally:

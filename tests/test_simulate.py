@@ -427,6 +427,46 @@ def test_step_loop_runs_the_same_modules_and_leaves_no_hooks(digits, cnn) -> Non
         handle.remove()
 
 
+def test_step_loop_calls_forward_directly_only_while_nothing_is_hooked(digits, cnn,
+                                                                        monkeypatch) -> None:
+    """Without hooks the step graph calls each module's ``forward`` (no ``nn.Module.__call__``
+    per node: one call per step, the step graph's own); a hook of the user's, on a module or
+    global, makes it call the modules again, so the hook fires and what it changes counts."""
+    x = digits[0][:3].view(-1, 1, 8, 8)
+    snn = convert(cnn, digits[0][:200].view(-1, 1, 8, 8), num_phases=K, progress=False)
+    steps = 2 * K + 1
+    plain = simulate(snn, x, steps, fold=False)  # builds the plan
+    calls: list[nn.Module] = []
+    call = nn.Module.__call__
+    monkeypatch.setattr(nn.Module, "__call__",
+                        lambda self, *a, **kw: calls.append(self) or call(self, *a, **kw))
+    again = simulate(snn, x, steps, fold=False)
+    assert len(calls) == steps and all(isinstance(m, fx.GraphModule) for m in calls)
+    assert torch.equal(again.mem, plain.mem)
+
+    conv = snn.graph.c1
+    handle = conv.register_forward_pre_hook(lambda m, args: (args[0] * 0,))
+    try:
+        calls.clear()
+        hooked = simulate(snn, x, steps, fold=False, reuse_input=False)
+        assert sum(m is conv for m in calls) == steps
+    finally:
+        handle.remove()
+    assert not torch.equal(hooked.mem, plain.mem)  # what the hook changed counts: as no input
+    assert torch.equal(hooked.mem, simulate(snn, x * 0, steps, fold=False).mem)
+    seen: list[nn.Module] = []
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: seen.append(m))
+    try:
+        every = simulate(snn, x, steps, fold=False, reuse_input=False)
+    finally:
+        handle.remove()
+    assert sum(m is conv for m in seen) == steps and torch.equal(every.mem, plain.mem)
+    calls.clear()
+    assert torch.equal(simulate(snn, x, steps, fold=False).mem, plain.mem)
+    assert len(calls) == steps  # direct again once the hooks are gone
+
+
 def test_step_loop_membranes_match_a_plain_loop(digits, cnn) -> None:
     """simulate's step loop integrates hidden membranes in place (``membranes_in_place``): the
     final membranes equal those of a plain ``snn(x_t)`` loop (new tensors every step), a
