@@ -275,8 +275,12 @@ class SpikeRecorder:
     ``[N, 2]`` matrix at batch 1). When ``f`` is the same in every channel (a convolution with
     all weights non-zero reads the spikes), the spikes are summed over channels first and both
     counts come from those per-position sums: one pass over the spikes instead of two.
-    For modules whose outputs are fresh tensors (neurons, ``SpikeMaxPool2d``) a step's spikes of
-    at most ``DEFER_STEP_BYTES`` are kept and counted in blocks of about ``DEFER_BYTES`` (fewer
+    For modules whose outputs are fresh tensors (neurons, ``SpikeMaxPool2d``) :meth:`take` first
+    reduces each step of 0/1 spikes to what the counts need, while it is still in cache
+    (:meth:`_reduction`: the per-position sums over channels where the fan-out is the same in
+    every channel, the count per sample where no SynOps are reported), so the step's spikes
+    are not kept; these sums (or the spikes, where they cannot be reduced) of at most
+    ``DEFER_STEP_BYTES`` per step are kept and counted in blocks of about ``DEFER_BYTES`` (fewer
     kernel launches per step); larger steps and other modules are counted at every call.
     :meth:`observe` counts a block given directly (the time-folded runner, where no per-step
     hook fires).
@@ -312,6 +316,7 @@ class SpikeRecorder:
         self._deferred = {n: _fresh_outputs(m) for n, m in modules.items()}
         self._weights: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
         self._position_fans: dict[tuple, Tensor | None] = {}  # see _position_fan
+        self._reductions: dict[tuple, tuple[int, Tensor | None] | None] = {}  # see _reduction
         self._begin(keep_trains)
 
     def _begin(self, keep_trains: bool) -> None:
@@ -323,6 +328,7 @@ class SpikeRecorder:
         self._handles: list[Any] = []
         self._pending: dict[str, list[Tensor]] = {n: [] for n, d in self._deferred.items() if d}
         self._limits: dict[str, int] = {}
+        self._reduced: dict[str, tuple[int, Tensor | None] | None] = {}  # this run's _reduction
 
     def renewed(self, keep_trains: bool = False) -> SpikeRecorder:
         """A recorder for a new run over the same modules that shares this one's tables (the
@@ -387,15 +393,54 @@ class SpikeRecorder:
         if self.keep_trains and name in self.trains:
             self.trains[name].append(block if steps is not None else block.clone())
 
+    def _reduction(self, name: str, spk: Tensor) -> tuple[int, Tensor | None] | None:
+        """How :meth:`take` reduces a step of ``name``'s spikes ``spk`` ``[B, C, ...]`` as soon
+        as it is made (while in cache; the step's spikes are then not kept), cached per module and
+        step shape:
+
+        * ``(C, f_p)``: to the per-position sums over the C channels ``[B, P]``, counted later
+          against the per-position fan-out ``f_p`` (:meth:`_position_fan`: the same in every
+          channel): spikes :math:`\\sum_p`, SynOps :math:`\\sum_p f_p \\sum_c s_{c,p}`;
+        * ``(0, None)``: to the spike count per sample ``[B, 1]`` (no SynOps reported: a neuron
+          feeding a spike max-pool);
+        * None: not reduced, the spikes are kept (graded spikes, fan-outs that differ between
+          channels, counts in another dtype, or the trains are kept).
+
+        Exact: the spikes are 0/1 in the counting dtype and every partial sum is at most the
+        number of neurons or ``sum(f)`` (see the class docstring)."""
+        key = (name, tuple(spk.shape), spk.dtype, spk.device)
+        if key not in self._reductions:
+            reduction = None
+            if self._binary[name] and spk.dim() >= 3:
+                flat = spk.flatten(1).unsqueeze(0)
+                fan = self._weight(name, flat)  # checks the size against the fan-out
+                if fan.dtype != spk.dtype:
+                    pass
+                elif name not in self.fanouts or name in self._silent:
+                    reduction = (0, None) if name in self.count_spikes else None
+                else:
+                    shared = self._position_fan(name, spk.unsqueeze(0), fan)
+                    reduction = None if shared is None else (spk.shape[1], shared)
+            self._reductions[key] = reduction
+        return self._reductions[key]
+
     def take(self, name: str, output: Any) -> None:
         """One step's output of module ``name`` (what its forward hook sees): counted now, or
-        kept for a block when the module's outputs are fresh tensors."""
+        kept for a block when the module's outputs are fresh tensors, reduced to what the counts
+        need first where possible (:meth:`_reduction`)."""
         if not self._deferred[name]:
             self.observe(name, output)
             return
         spk = output[0] if isinstance(output, (tuple, list)) else output
         if spk.requires_grad:
             spk = spk.detach()
+        if name not in self._reduced:  # the first step of this run
+            self._reduced[name] = None if self.keep_trains else self._reduction(name, spk)
+            self.num_neurons[name] = spk[0].numel()
+        reduction = self._reduced[name]
+        if reduction is not None:
+            rows = spk.reshape(spk.shape[0], reduction[0] or 1, -1)
+            spk = rows.sum(1) if reduction[0] else rows.sum(2)
         pending = self._pending[name]
         pending.append(spk)
         limit = self._limits.get(name)
@@ -408,11 +453,21 @@ class SpikeRecorder:
     def _flush(self, name: str) -> None:
         """Count the steps a deferred hook has collected, as one block."""
         pending = self._pending.get(name)
-        if len(pending or ()) == 1:
-            self.observe(name, pending.pop())  # no stack copy for one step
-        elif pending:
-            self.observe(name, torch.stack(pending), steps=len(pending))
-            pending.clear()
+        if not pending:
+            return
+        reduction = self._reduced.get(name)
+        if reduction is None:
+            if len(pending) == 1:
+                self.observe(name, pending.pop())  # no stack copy for one step
+            else:
+                self.observe(name, torch.stack(pending), steps=len(pending))
+                pending.clear()
+            return
+        block = torch.stack(pending)  # [t, B, P] per-position sums, or [t, B, 1] counts
+        pending.clear()
+        counts = block.sum(2) if name in self.count_spikes else None
+        synops = block @ reduction[1] if reduction[0] else None
+        self.records[name].append((counts, synops))
 
     def __enter__(self) -> SpikeRecorder:
         if self._handles:

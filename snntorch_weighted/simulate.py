@@ -66,9 +66,10 @@ modules' outputs to the recorder right after the call (:func:`_stepper`: the sam
 so hooks of your own fire at every step, but none of the recorder's: a hooked call costs several
 microseconds; while none of the graph's modules has a hook and there are no global ones, the copy
 calls their ``forward`` directly, which is what ``nn.Module.__call__`` does then, without its
-per-call cost: checked at every run); spikes of neurons and spike max-pools are counted in
-blocks of steps of about 4 MiB when a step's spikes take at most 256 KiB (fewer kernel launches;
-batch 1), else one step at a time, while still in cache (large batches).
+per-call cost: checked at every run); the spikes of neurons and spike max-pools are reduced at
+once to what the counts need (per-position sums over channels, or counts per sample), and those
+are counted in blocks of steps of about 4 MiB when a step takes at most 256 KiB (fewer kernel
+launches), else one step at a time.
 ``forward_steps`` blocks of the folded runner are counted directly (no per-step hooks fire
 there, so use ``fold=False`` to see every step in hooks of your own); stateful modules it steps
 one by one are counted by forward hooks. Input spikes and their SynOps are counted from the

@@ -209,6 +209,45 @@ def test_recorder_shared_channel_fanout_counts_like_the_product(seed, steps, bat
     assert (position_fan is not None) == shared  # the channel sum ran iff shared
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**16), st.integers(1, 7), st.integers(1, 3),
+       st.sampled_from(["shared", "per neuron", "silent"]), st.booleans(), st.booleans(),
+       st.sampled_from([1, 2, 64]))
+def test_recorder_reduces_each_step_to_what_the_counts_need(seed, steps, batch, fan_kind,
+                                                            graded, keep, block):
+    """take() reduces a step of 0/1 spikes right away: to per-position channel sums when the
+    fan-out is the same in every channel, to per-sample counts when no SynOps are reported (a
+    silent neuron), and keeps the spikes otherwise (fan-out per neuron, graded spikes, trains
+    kept). Counts and SynOps equal the independent ``sum(train != 0)`` / ``sum((train != 0) *
+    fan)`` either way, with blocks flushed during the run and at the end."""
+    gen = torch.Generator().manual_seed(seed)
+    channels, height, width = 3, 2, 5
+    per_position = torch.randint(1, 9, (height * width,), generator=gen)
+    fan = {"shared": per_position.repeat(channels),
+           "per neuron": torch.randint(0, 9, (channels * height * width,), generator=gen),
+           "silent": torch.zeros(channels * height * width, dtype=torch.long)}[fan_kind]
+    if fan_kind == "per neuron":
+        fan[0] = fan[height * width] + 1  # channels 0 and 1 differ
+    n = WeightedLeaky(num_phases=4, init_hidden=True, graded_spikes_factor=0.5 if graded else 1)
+    rec = SpikeRecorder({"n": n}, {"n": fan}, {"n"}, keep_trains=keep)
+    rec._limits["n"] = block  # blocks of this many steps
+    inputs = torch.rand(steps, batch, channels, height, width, generator=gen) * 2
+    with rec:
+        outs = torch.stack([n(x) for x in inputs])
+        if steps % block:
+            kept = rec._pending["n"][-1]
+            reduced = {"shared": (batch, height * width), "silent": (batch, 1)}
+            expect = reduced.get(fan_kind) if not (graded or keep) else None
+            assert kept.shape == (expect or (batch, channels, height, width))
+    spikes, synops, trains = rec.stacked()
+    ones = (outs != 0).flatten(2).long()
+    assert torch.equal(spikes["n"], ones.sum(-1))
+    assert torch.equal(synops["n"], (ones * fan).sum(-1))
+    assert rec.num_neurons["n"] == channels * height * width
+    if keep:
+        assert torch.equal(trains["n"], outs)
+
+
 def test_recorder_defers_small_steps_and_counts_large_ones_at_once() -> None:
     """Steps of at most DEFER_STEP_BYTES wait for a block; a larger step is counted at once;
     both give the same counts."""
