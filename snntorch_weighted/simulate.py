@@ -280,14 +280,23 @@ def _config_key(snn: nn.Module) -> tuple:
     """Identity of a network's configuration: its graph, its modules, and the identity and version
     counter of every parameter and persistent buffer (weights, biases, shifts, scales; not the
     neurons' state, which snntorch and this package register as non-persistent buffers). Any
-    in-place update (optimiser step, ``load_state_dict``) or replacement changes it."""
+    in-place update (optimiser step, ``load_state_dict``) or replacement changes it.
+
+    The modules are walked depth first in ``snn.modules()`` order (each once), with a plain list
+    instead of ``named_modules``' generators and names (this runs at every ``simulate`` call)."""
     config: list = []
-    for module in snn.modules():  # one walk (a shared parameter is listed per module: harmless)
+    todo, seen = [snn], set()
+    while todo:
+        module = todo.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
         config.append(id(module))
         config += [(id(p), p._version) for p in module._parameters.values() if p is not None]
         skip = module._non_persistent_buffers_set
         config += [(id(b), b._version) for n, b in module._buffers.items()
                    if b is not None and n not in skip]
+        todo += [m for m in reversed(module._modules.values()) if m is not None]
     return id(snn.graph.graph), len(snn.graph.graph.nodes), tuple(config)
 
 

@@ -52,13 +52,14 @@ def _check_data(data: Tensor) -> None:
         )
     if not data.numel():
         return
-    low, high = torch.aminmax(data)  # one pass; NaN anywhere makes both NaN
-    if bool((low >= 0) & (high <= 1)):
+    # one pass, one host read; NaN anywhere makes both NaN (and both comparisons False)
+    low, high = torch.stack(torch.aminmax(data)).tolist()
+    if low >= 0 and high <= 1:
         return
     if torch.isnan(data).any():
         raise ValueError("data contains NaN")
     raise ValueError(
-        f"data must lie in [0, 1], got values in [{low.item():g}, {high.item():g}]; "
+        f"data must lie in [0, 1], got values in [{low:g}, {high:g}]; "
         "normalise it first (e.g. divide 8-bit images by 255)"
     )
 
