@@ -409,9 +409,10 @@ def _reuser(snn: nn.Module, names: Iterable[str], only: set[fx.Node], frontier: 
 
 def _plan(snn: nn.Module, example: Tensor) -> _Plan:
     """:func:`~.metrics.profile_graph` of the step graph, a :class:`~.metrics.SpikeRecorder` of
-    the modules to watch (:func:`_watched_modules`) and the :func:`_stepper` graphs (plain, and
-    the head that also returns the input-only values) and the :func:`_reuser` graph, cached
-    together on the network.
+    the modules to watch (:func:`_watched_modules`), the modules the step graph calls and, built
+    on first use (:meth:`_Plan.step_graphs`), the :func:`_stepper` graphs (plain, and the head
+    that also returns the input-only values) and the :func:`_reuser` graph, cached together on
+    the network.
 
     The fan-outs depend on the graph, the per-sample input shape and the zero pattern of the
     weights; the cache key is :func:`_config_key` plus the input's shape / dtype / device, so a
