@@ -14,6 +14,8 @@ from . import spikegen
 __all__ = ["SpikingNetwork", "CODINGS"]
 
 CODINGS = ("weighted", "rate", "radix")
+SIMULATE_CACHE = "_plan_cache"
+"""Attribute under which :func:`snntorch_weighted.simulate` caches what a network's runs reuse."""
 
 
 def _is_neuron(module: nn.Module) -> bool:
@@ -128,6 +130,14 @@ class SpikingNetwork(nn.Module):
             return train.repeat(reps, *([1] * x.dim()))[:num_steps]
         spikegen._check_data(x)
         return snn_spikegen.rate(x, num_steps=num_steps)
+
+    def __getstate__(self) -> dict:
+        """Pickled and deep-copied without ``simulate``'s cache (:data:`SIMULATE_CACHE`), which
+        the next run rebuilds: its step graphs call modules' ``forward`` directly, which
+        ``torch.fx`` cannot trace again when it unpickles a graph."""
+        state = super().__getstate__()
+        state.pop(SIMULATE_CACHE, None)
+        return state
 
     def forward(self, x_t: Tensor) -> Tensor:
         """One time step: input spikes ``[B, ...]`` -> output membrane ``[B, C]``."""

@@ -104,6 +104,7 @@ from .metrics import (
     profile_graph,
 )
 from .metrics import steps_to_accuracy as steps_to_accuracy
+from .network import SIMULATE_CACHE
 from .neurons import membranes_in_place
 from .reset import stateful_modules
 
@@ -419,7 +420,7 @@ def _plan(snn: nn.Module, example: Tensor) -> _Plan:
     stale plan is never reused (a module replaced in the graph changes the key too).
     """
     key = (_config_key(snn), tuple(example.shape[1:]), example.dtype, example.device)
-    cached = snn.__dict__.get("_plan_cache")
+    cached = snn.__dict__.get(SIMULATE_CACHE)
     if cached is None or cached[0] != key:
         profile = profile_graph(snn.graph, example)
         modules, neuron_names = _watched_modules(snn)
@@ -428,7 +429,7 @@ def _plan(snn: nn.Module, example: Tensor) -> _Plan:
         called = tuple(snn.graph.get_submodule(n.target) for n in snn.graph.graph.nodes
                        if n.op == "call_module")
         cached = (key, _Plan(profile, recorder, input_fan, stateful_modules(snn), called))
-        snn.__dict__["_plan_cache"] = cached
+        snn.__dict__[SIMULATE_CACHE] = cached
     return cached[1]
 
 

@@ -6,6 +6,9 @@ integer arithmetic), not taken from the package's neurons.
 
 from __future__ import annotations
 
+import copy
+import io
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -16,7 +19,7 @@ from torch import fx, nn
 from snntorch_weighted.convert import convert
 from snntorch_weighted.layers import SpikeMaxPool2d
 from snntorch_weighted.metrics import INPUT, ann_macs, is_stateful
-from snntorch_weighted.network import SpikingNetwork
+from snntorch_weighted.network import SIMULATE_CACHE, SpikingNetwork
 from snntorch_weighted.neurons import RadixLeaky, WeightedLeaky
 from snntorch_weighted.reset import reset
 from snntorch_weighted.simulate import auto_chunk_size, simulate
@@ -465,6 +468,25 @@ def test_step_loop_calls_forward_directly_only_while_nothing_is_hooked(digits, c
     calls.clear()
     assert torch.equal(simulate(snn, x, steps, fold=False).mem, plain.mem)
     assert len(calls) == steps  # direct again once the hooks are gone
+
+
+def test_network_saves_and_copies_after_simulate(digits, cnn) -> None:
+    """simulate's per-network cache is not pickled or deep-copied (its direct step graphs could
+    not be traced again when unpickled): a network saved or copied after a run loads and runs
+    to the same result, and rebuilds the cache itself."""
+    x = digits[0][:3].view(-1, 1, 8, 8)
+    snn = convert(cnn, digits[0][:200].view(-1, 1, 8, 8), num_phases=K, progress=False)
+    before = simulate(snn, x, 2 * K, fold=False)
+    buffer = io.BytesIO()
+    torch.save(snn, buffer)
+    buffer.seek(0)
+    for other in (torch.load(buffer, weights_only=False), copy.deepcopy(snn)):
+        assert SIMULATE_CACHE not in other.__dict__
+        again = simulate(other, x, 2 * K, fold=False)
+        assert torch.equal(again.mem, before.mem)
+        assert all(torch.equal(again.synops[n], s) for n, s in before.synops.items())
+        assert SIMULATE_CACHE in other.__dict__
+    assert SIMULATE_CACHE in snn.__dict__  # the original keeps its own
 
 
 def test_step_loop_membranes_match_a_plain_loop(digits, cnn) -> None:
