@@ -400,7 +400,8 @@ class SpikeRecorder:
 
         * ``(C, f_p)``: to the per-position sums over the C channels ``[B, P]``, counted later
           against the per-position fan-out ``f_p`` (:meth:`_position_fan`: the same in every
-          channel): spikes :math:`\\sum_p`, SynOps :math:`\\sum_p f_p \\sum_c s_{c,p}`;
+          channel): spikes :math:`\\sum_p \\sum_c s_{c,p}`,
+          SynOps :math:`\\sum_p f_p \\sum_c s_{c,p}`;
         * ``(0, None)``: to the spike count per sample ``[B, 1]`` (no SynOps reported: a neuron
           feeding a spike max-pool);
         * None: not reduced, the spikes are kept (graded spikes, fan-outs that differ between
