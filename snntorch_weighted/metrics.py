@@ -387,11 +387,17 @@ class SpikeRecorder:
         shared = self._position_fan(name, block, fan) if product else None
         if shared is not None:  # one pass over the spikes: per-position sums over channels
             flat, fan = flat.unflatten(2, (block.shape[2], -1)).sum(2), shared
-        counts = flat.sum(2) if name in self.count_spikes else None
-        synops = flat @ fan if product else None
-        self.records[name].append((counts, synops))
+        self._record(name, flat, fan if product else None)
         if self.keep_trains and name in self.trains:
             self.trains[name].append(block if steps is not None else block.clone())
+
+    def _record(self, name: str, flat: Tensor, fan: Tensor | None) -> None:
+        """Record the counts of ``flat`` ``[t, B, R]`` (0/1 spikes, or per-position sums of them,
+        in the counting dtype): spikes ``flat.sum(2)`` when reported, SynOps ``flat @ fan`` (no
+        ``fan``: none reported)."""
+        counts = flat.sum(2) if name in self.count_spikes else None
+        synops = flat @ fan if fan is not None else None
+        self.records[name].append((counts, synops))
 
     def _reduction(self, name: str, spk: Tensor) -> tuple[int, Tensor | None] | None:
         """How :meth:`take` reduces a step of ``name``'s spikes ``spk`` ``[B, C, ...]`` as soon
@@ -412,16 +418,15 @@ class SpikeRecorder:
         key = (name, tuple(spk.shape), spk.dtype, spk.device)
         if key not in self._reductions:
             reduction = None
-            if self._binary[name] and spk.dim() >= 3:
-                flat = spk.flatten(1).unsqueeze(0)
-                fan = self._weight(name, flat)  # checks the size against the fan-out
-                if fan.dtype != spk.dtype:
-                    pass
-                elif name not in self.fanouts or name in self._silent:
-                    reduction = (0, None) if name in self.count_spikes else None
-                else:
-                    shared = self._position_fan(name, spk.unsqueeze(0), fan)
-                    reduction = None if shared is None else (spk.shape[1], shared)
+            fan = (self._weight(name, spk.flatten(1).unsqueeze(0))  # checks the size
+                   if self._binary[name] and spk.dim() >= 3 else None)
+            if fan is None or fan.dtype != spk.dtype:
+                pass  # not 0/1, no channels, or counted in another dtype: kept whole
+            elif name not in self.fanouts or name in self._silent:
+                reduction = (0, None) if name in self.count_spikes else None
+            else:
+                shared = self._position_fan(name, spk.unsqueeze(0), fan)
+                reduction = None if shared is None else (spk.shape[1], shared)
             self._reductions[key] = reduction
         return self._reductions[key]
 
@@ -440,8 +445,10 @@ class SpikeRecorder:
             self.num_neurons[name] = spk[0].numel()
         reduction = self._reduced[name]
         if reduction is not None:
-            rows = spk.reshape(spk.shape[0], reduction[0] or 1, -1)
-            spk = rows.sum(1) if reduction[0] else rows.sum(2)
+            channels, _ = reduction
+            batch = spk.shape[0]
+            spk = (spk.reshape(batch, channels, -1).sum(1) if channels
+                   else spk.reshape(batch, -1).sum(1, keepdim=True))
         pending = self._pending[name]
         pending.append(spk)
         limit = self._limits.get(name)
@@ -464,11 +471,9 @@ class SpikeRecorder:
                 self.observe(name, torch.stack(pending), steps=len(pending))
                 pending.clear()
             return
-        block = torch.stack(pending)  # [t, B, P] per-position sums, or [t, B, 1] counts
+        # [t, B, P] per-position sums (SynOps against the per-position fan-out), or [t, B, 1]
+        self._record(name, torch.stack(pending), reduction[1])
         pending.clear()
-        counts = block.sum(2) if name in self.count_spikes else None
-        synops = block @ reduction[1] if reduction[0] else None
-        self.records[name].append((counts, synops))
 
     def __enter__(self) -> SpikeRecorder:
         if self._handles:

@@ -346,11 +346,6 @@ def _plain_calls(modules: Iterable[nn.Module]) -> bool:
                    for m in modules)
 
 
-def _take(recorder: SpikeRecorder, name: str, output: Any) -> None:
-    """``recorder.take(name, output)`` as a graph node of :func:`_stepper`."""
-    recorder.take(name, output)
-
-
 def _copy_watched(graph: fx.Graph, source: fx.Graph, env: dict[fx.Node, fx.Node],
                   names: Iterable[str], recorder: fx.Node, skip: set[fx.Node], direct: bool
                   ) -> Any:
@@ -372,7 +367,7 @@ def _copy_watched(graph: fx.Graph, source: fx.Graph, env: dict[fx.Node, fx.Node]
             else:
                 env[node] = graph.node_copy(node, env.__getitem__)
             if node.op == "call_module" and node.target in names:
-                graph.call_function(_take, (recorder, node.target, env[node]))
+                graph.call_method("take", (recorder, node.target, env[node]))
     return result
 
 
