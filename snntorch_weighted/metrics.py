@@ -263,6 +263,10 @@ def fanout(graph: fx.GraphModule, example_step: Tensor) -> dict[str, Tensor]:
 # --------------------------------------------------------------------------- recording
 
 
+_Reduction = tuple[int | tuple[int, ...], Tensor | None]
+"""What :meth:`SpikeRecorder.take` sums a step over, and the per-position fan-out (if any)."""
+
+
 class SpikeRecorder:
     """Counts spikes and SynOps per step, on device, with no host sync.
 
@@ -316,7 +320,7 @@ class SpikeRecorder:
         self._deferred = {n: _fresh_outputs(m) for n, m in modules.items()}
         self._weights: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
         self._position_fans: dict[tuple, Tensor | None] = {}  # see _position_fan
-        self._reductions: dict[tuple, tuple[int, Tensor | None] | None] = {}  # see _reduction
+        self._reductions: dict[tuple, _Reduction | None] = {}  # see _reduction
         self._begin(keep_trains)
 
     def _begin(self, keep_trains: bool) -> None:
@@ -328,7 +332,7 @@ class SpikeRecorder:
         self._handles: list[Any] = []
         self._pending: dict[str, list[Tensor]] = {n: [] for n, d in self._deferred.items() if d}
         self._limits: dict[str, int] = {}
-        self._reduced: dict[str, tuple[int, Tensor | None] | None] = {}  # this run's _reduction
+        self._reduced: dict[str, _Reduction | None] = {}  # this run's _reduction
 
     def renewed(self, keep_trains: bool = False) -> SpikeRecorder:
         """A recorder for a new run over the same modules that shares this one's tables (the
@@ -399,17 +403,17 @@ class SpikeRecorder:
         synops = flat @ fan if fan is not None else None
         self.records[name].append((counts, synops))
 
-    def _reduction(self, name: str, spk: Tensor) -> tuple[int, Tensor | None] | None:
+    def _reduction(self, name: str, spk: Tensor) -> _Reduction | None:
         """How :meth:`take` reduces a step of ``name``'s spikes ``spk`` ``[B, C, ...]`` as soon
-        as it is made (while in cache; the step's spikes are then not kept), cached per module and
-        step shape:
+        as it is made (while in cache; the step's spikes are then not kept): ``(dims, f_p)``,
+        one ``spk.sum(dims)``, cached per module and step shape:
 
-        * ``(C, f_p)``: to the per-position sums over the C channels ``[B, P]``, counted later
+        * ``(1, f_p)``: to the per-position sums over the C channels ``[B, ...]``, counted later
           against the per-position fan-out ``f_p`` (:meth:`_position_fan`: the same in every
           channel): spikes :math:`\\sum_p \\sum_c s_{c,p}`,
           SynOps :math:`\\sum_p f_p \\sum_c s_{c,p}`;
-        * ``(0, None)``: to the spike count per sample ``[B, 1]`` (no SynOps reported: a neuron
-          feeding a spike max-pool);
+        * ``((1, ..., d-1), None)``: to the spike count per sample ``[B]`` (no SynOps reported:
+          a neuron feeding a spike max-pool);
         * None: not reduced, the spikes are kept (graded spikes, fan-outs that differ between
           channels, counts in another dtype, or the trains are kept).
 
@@ -423,17 +427,19 @@ class SpikeRecorder:
             if fan is None or fan.dtype != spk.dtype:
                 pass  # not 0/1, no channels, or counted in another dtype: kept whole
             elif name not in self.fanouts or name in self._silent:
-                reduction = (0, None) if name in self.count_spikes else None
+                if name in self.count_spikes:
+                    reduction = (tuple(range(1, spk.dim())), None)
             else:
                 shared = self._position_fan(name, spk.unsqueeze(0), fan)
-                reduction = None if shared is None else (spk.shape[1], shared)
+                reduction = None if shared is None else (1, shared)
             self._reductions[key] = reduction
         return self._reductions[key]
 
     def take(self, name: str, output: Any) -> None:
         """One step's output of module ``name`` (what its forward hook sees): counted now, or
         kept for a block when the module's outputs are fresh tensors, reduced to what the counts
-        need first where possible (:meth:`_reduction`)."""
+        need first where possible (:meth:`_reduction`; one kernel, no reshape: every call
+        counts in a step)."""
         if not self._deferred[name]:
             self.observe(name, output)
             return
@@ -445,10 +451,7 @@ class SpikeRecorder:
             self.num_neurons[name] = spk[0].numel()
         reduction = self._reduced[name]
         if reduction is not None:
-            channels, _ = reduction
-            batch = spk.shape[0]
-            spk = (spk.reshape(batch, channels, -1).sum(1) if channels
-                   else spk.reshape(batch, -1).sum(1, keepdim=True))
+            spk = spk.sum(reduction[0])
         pending = self._pending[name]
         pending.append(spk)
         limit = self._limits.get(name)
@@ -471,9 +474,12 @@ class SpikeRecorder:
                 self.observe(name, torch.stack(pending), steps=len(pending))
                 pending.clear()
             return
-        # [t, B, P] per-position sums (SynOps against the per-position fan-out), or [t, B, 1]
-        self._record(name, torch.stack(pending), reduction[1])
+        block = torch.stack(pending)
         pending.clear()
+        if reduction[1] is None:  # [t, B]: the spike counts themselves
+            self.records[name].append((block, None))
+        else:  # [t, B, ...] per-position sums, SynOps against the per-position fan-out
+            self._record(name, block.flatten(2), reduction[1])
 
     def __enter__(self) -> SpikeRecorder:
         if self._handles:

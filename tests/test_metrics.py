@@ -236,7 +236,7 @@ def test_recorder_reduces_each_step_to_what_the_counts_need(seed, steps, batch, 
         outs = torch.stack([n(x) for x in inputs])
         if steps % block:
             kept = rec._pending["n"][-1]
-            reduced = {"shared": (batch, height * width), "silent": (batch, 1)}
+            reduced = {"shared": (batch, height, width), "silent": (batch,)}
             expect = reduced.get(fan_kind) if not (graded or keep) else None
             assert kept.shape == (expect or (batch, channels, height, width))
     spikes, synops, trains = rec.stacked()
