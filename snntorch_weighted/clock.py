@@ -15,10 +15,13 @@ tensor of each value is made once (by that same addition) and reused by later se
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 
-__all__ = ["HostClock"]
+__all__ = ["HostClock", "QuickSteps", "quick_steps", "restart_clock"]
 
 #: clock tensors of values up to this are kept for reuse (8 bytes of data each)
 MAX_CACHED = 1 << 14
@@ -78,3 +81,98 @@ class HostClock:
     def forget(self) -> None:
         """Stop trusting the mirror (the next steps use the tensor clock)."""
         self._tensor = None
+
+
+def restart_clock(buffers: dict[str, Tensor], mirror: HostClock, device: torch.device) -> None:
+    """Restart a module's clock ``buffers["step"]`` at zero on ``device``, mirrored by ``mirror``:
+    the clock tensor is kept when the mirror knows it holds zero there (a reset made it, no step
+    since), else a new zero clock is made."""
+    clock = buffers["step"]
+    if mirror.read(clock) != 0 or clock.device != device:
+        clock = buffers["step"] = torch.zeros((), dtype=torch.long, device=device)
+    mirror.restart(clock)
+
+
+class QuickRun:
+    """A module's quick steps in a :func:`quick_steps` block: the clock value when they started
+    (``start``), the steps counted since on the host (``count``: the clock's value now), the
+    input shape they apply to and the constants the module's step needs (fixed for the block)."""
+
+    __slots__ = ("start", "count", "shape", "constants")
+
+    def __init__(self, count: int, shape: torch.Size, constants: tuple) -> None:
+        self.start = self.count = count
+        self.shape = shape
+        self.constants = constants
+
+
+class QuickSteps:
+    """Mixin of the stateful modules that can take quick steps (:func:`quick_steps`): a step whose
+    clock is counted on the host only, without the per-step bookkeeping of ``forward`` (restart
+    checks, reading the constants and the mirror, a new clock tensor); the clock tensor is brought
+    up to date when the quick steps stop.
+
+    The module's ``forward`` takes a quick step itself, inline (a call less per step), when
+    ``self._quick`` is a :class:`QuickRun` that applies, and returns :meth:`_step_normally`
+    otherwise. It defines ``_regular_forward(x, state)`` (its usual step; ``state``: a neuron's
+    ``mem`` argument) and ``_quick_constants(x)`` (what its quick steps need, or None: none for
+    this input)."""
+
+    _quick: QuickRun | bool | None = None  # None: no quick steps; False: armed; or the run
+
+    def _step_normally(self, x: Tensor, state: Tensor | None = None):
+        """The regular step; in a :func:`quick_steps` block, quick steps stop before it and start
+        after it when they can."""
+        quick = self._quick
+        if quick:
+            self._stop_quick(quick)
+        result = self._regular_forward(x, state)
+        if quick is not None:
+            self._start_quick(x)
+        return result
+
+    def _start_quick(self, x: Tensor) -> None:
+        """After a regular step in a block: quick steps from here on, when the mirror is in sync,
+        gradients are off and the module offers them for ``x`` (else none in this block)."""
+        count = self._host_clock.read(self._buffers["step"])
+        constants = None if count is None or torch.is_grad_enabled() else self._quick_constants(x)
+        self.__dict__["_quick"] = (None if constants is None
+                                   else QuickRun(count, x.shape, constants))
+
+    def _stop_quick(self, run: QuickRun) -> None:
+        """Bring the clock tensor (and its mirror) up to ``run.count``; armed again."""
+        buffers = self._buffers
+        buffers["step"] = self._host_clock.advance(buffers["step"], run.count - run.start,
+                                                   run.start)
+        self.__dict__["_quick"] = False
+        self._quick_stopped()
+
+    def _quick_stopped(self) -> None:
+        """Hook for state the quick steps leave behind (neurons: the membrane they last made)."""
+
+
+@contextmanager
+def quick_steps(modules: Iterable[object]) -> Iterator[None]:
+    """Within the block, the :class:`QuickSteps` modules among ``modules`` take every step after
+    their first one as a quick step: the same kernels on the same values as ``forward``, with the
+    clock counted on the host. Their clock tensor ``step`` is brought up to date when the block
+    ends (or when a step does not qualify, e.g. a new input shape: that step runs as usual).
+
+    For a run of steps nothing else watches, as in
+    :func:`~snntorch_weighted.simulate.simulate`'s step loop: inside the block the modules must
+    not be reset, have their constants (beta, threshold, ...) or clock changed, or be stepped by
+    ``forward_steps``; ``module.step`` is stale until the block ends; a non-firing output
+    integrator returns one zero spike tensor for all its quick steps. Each quick step saves the
+    Python bookkeeping of a step (several microseconds per module and step on a CPU).
+    """
+    chosen = [m for m in modules if isinstance(m, QuickSteps)]
+    for module in chosen:
+        module.__dict__["_quick"] = False
+    try:
+        yield
+    finally:
+        for module in chosen:
+            run = module.__dict__.get("_quick")
+            if run:
+                module._stop_quick(run)
+            module.__dict__.pop("_quick", None)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
-from .clock import HostClock
+from .clock import HostClock, QuickSteps, restart_clock
 from .spikegen import block_phase_weights, phase_weight
 
 __all__ = ["ClockedLayer", "SpikeMaxPool2d", "Scale"]
@@ -43,6 +43,7 @@ class ClockedLayer(nn.Module):
         for name in self.state_names:
             buffers[name] = torch.zeros(0, device=clock.device)
         buffers["step"] = torch.zeros_like(clock)
+        self._host_clock.restart(buffers["step"])  # the first step keeps this zero clock
         self.__dict__["_input_shape"] = None
         return buffers[self.state_names[0]]
 
@@ -65,9 +66,8 @@ class ClockedLayer(nn.Module):
         buffers = self._buffers
         if self._input_shape != x.shape or buffers["step"].device != x.device:
             self.init_state(x)
-            buffers["step"] = torch.zeros((), dtype=torch.long, device=x.device)
+            restart_clock(buffers, self._host_clock, x.device)
             self.__dict__["_input_shape"] = x.shape
-            self._host_clock.restart(buffers["step"])
         return buffers["step"]
 
     def clock_value(self) -> int | None:
@@ -80,7 +80,7 @@ class ClockedLayer(nn.Module):
         self._buffers["step"] = self._host_clock.advance(self._buffers["step"], steps, count)
 
 
-class SpikeMaxPool2d(ClockedLayer):
+class SpikeMaxPool2d(QuickSteps, ClockedLayer):
     """Max pooling of spike trains by accumulated (weighted) input (Kim et al. 2018, section 4.5).
 
     Each input neuron ``j`` keeps the running sum of what it has sent,
@@ -140,10 +140,30 @@ class SpikeMaxPool2d(ClockedLayer):
         self._buffers["acc"] = torch.zeros_like(x)
 
     def forward(self, x: Tensor) -> Tensor:
+        quick = self._quick
+        if quick and x.shape == quick.shape:
+            # a quick step (clock.quick_steps): _accumulate at the host clock (acc + w * x: the
+            # same values as acc + x for w = 1), then _pool
+            n = quick.count
+            quick.count = n + 1
+            w = phase_weight(n, self.num_phases) if self.weighted else 1
+            acc = torch.add(self._buffers["acc"], x, alpha=w)
+            self._buffers["acc"] = acc
+            return self._pool(acc, x)
+        return self._step_normally(x)
+
+    def _regular_forward(self, x: Tensor, _state: None = None) -> Tensor:
         if x.dim() not in (3, 4):
             raise ValueError(f"SpikeMaxPool2d expects [B, C, H, W] or [C, H, W], got {x.shape}")
         clock = self.begin_step(x)
         n = self.clock_value()
+        acc = self._accumulate(x, n, clock)
+        self.advance(count=n)
+        return self._pool(acc, x)
+
+    def _accumulate(self, x: Tensor, n: int | None, clock: Tensor | None) -> Tensor:
+        """:math:`A(t) = A(t-1) + \\omega(t) s(t)` (``n``: the clock on the host, or None: the
+        tensor ``clock``), stored and returned."""
         acc = self._buffers["acc"]
         if not self.weighted:
             acc = acc + x
@@ -152,10 +172,17 @@ class SpikeMaxPool2d(ClockedLayer):
         else:
             acc = torch.addcmul(acc, phase_weight(clock, self.num_phases, x.dtype), x)
         self._buffers["acc"] = acc
-        self.advance(count=n)
+        return acc
+
+    def _pool(self, acc: Tensor, x: Tensor) -> Tensor:
+        """The spike of ``x`` where ``acc`` is largest in each window."""
         _, idx = F.max_pool2d_with_indices(acc, self.kernel_size, self.stride, self.padding,
                                            self.dilation, self.ceil_mode)
         return x.flatten(-2).gather(-1, idx.flatten(-2)).view_as(idx)
+
+    def _quick_constants(self, x: Tensor) -> tuple:
+        """Quick steps (:func:`~snntorch_weighted.clock.quick_steps`) need nothing more."""
+        return ()
 
     @torch.no_grad()
     def forward_steps(self, inputs: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ import torch
 from snntorch import surrogate
 from torch import Tensor, nn
 
-from .clock import HostClock
+from .clock import HostClock, QuickSteps, restart_clock
 from .spikegen import block_phase_weights, phase_weight
 
 __all__ = ["WeightedLeaky", "RadixLeaky"]
@@ -176,6 +176,7 @@ class _ClockedLeaky(snn.Leaky):
         buffers = self._buffers
         buffers["mem"] = torch.zeros_like(buffers["mem"])
         buffers["step"] = torch.zeros_like(buffers["step"])
+        self._host_clock.restart(buffers["step"])  # the first step keeps this zero clock
         return buffers["mem"]
 
     def init_leaky(self) -> Tensor:
@@ -196,8 +197,7 @@ class _ClockedLeaky(snn.Leaky):
             buffers["mem"] = torch.zeros_like(input_)  # dict writes: __setattr__ costs us
             fresh = True
         if fresh or buffers["step"].device != input_.device:
-            buffers["step"] = torch.zeros((), dtype=torch.long, device=input_.device)
-            self._host_clock.restart(buffers["step"])
+            restart_clock(buffers, self._host_clock, input_.device)
         return buffers["step"]
 
     def _end_step(self, spk: Tensor, mem: Tensor, clock: Tensor, steps: int = 1,
@@ -215,7 +215,7 @@ class _ClockedLeaky(snn.Leaky):
         return _exact_step(x, self.spike_grad)
 
 
-class WeightedLeaky(_ClockedLeaky):
+class WeightedLeaky(QuickSteps, _ClockedLeaky):
     """Integrate-and-fire neuron with phase-weighted spikes (Kim et al. 2018, eq. 6, 8-10).
 
     At step t = 1, 2, ... the phase weight is :math:`\\omega(t) = 2^{-(1 + (t-1) \\bmod K)}`, most
@@ -314,18 +314,19 @@ class WeightedLeaky(_ClockedLeaky):
             return mem.add_(input_, alpha=w)
         return torch.add(self._leak(mem, leak), input_, alpha=w)
 
-    def _eager_step(self, input_: Tensor, clock: Tensor, n: int):
-        """One inference step with the clock known on the host (``n``): the phase weight and
-        scalar constants are Python numbers, so only the membrane-sized kernels run (integrate
-        :math:`\\beta V + \\omega I`, compare, reset). Same values as the tensor-clock path
-        (:math:`\\omega I` and :math:`\\omega \\vartheta` are exact: :math:`\\omega = 2^{-k}`)."""
-        leak, theta, gain = self._constants()
+    def _phase_step(self, input_: Tensor, n: int, leak: float | None, theta: float | None,
+                    gain: float | None) -> tuple[Tensor, Tensor]:
+        """One inference step with the clock known on the host (``n``) and the constants of
+        :meth:`_constants`: the phase weight and scalar constants are Python numbers, so only the
+        membrane-sized kernels run (integrate :math:`\\beta V + \\omega I`, compare, reset).
+        Same values as the tensor-clock path (:math:`\\omega I` and :math:`\\omega \\vartheta`
+        are exact: :math:`\\omega = 2^{-k}`). Returns ``(spk, new_mem)``; stores nothing."""
         w = phase_weight(n, self.num_phases)
         if not self.fire_spikes:
             if n < self.skip_periods * self.num_phases:
                 w = 0.0
             new_mem = self._integrate(input_, w, leak)
-            return self._end_step(torch.zeros_like(new_mem), new_mem, clock, count=n)
+            return torch.zeros_like(new_mem), new_mem
         new_mem = self._integrate(input_, w, leak)
         if theta is None:
             threshold = w * self.threshold
@@ -334,9 +335,55 @@ class WeightedLeaky(_ClockedLeaky):
         else:
             spk = torch.ge(new_mem, w * theta, out=torch.empty_like(new_mem))
             new_mem.sub_(spk, alpha=w * theta)  # this step's own tensor, not yet handed out
-        return self._end_step(self._graded(spk, gain), new_mem, clock, count=n)
+        return self._graded(spk, gain), new_mem
+
+    def _eager_step(self, input_: Tensor, clock: Tensor, n: int):
+        """:meth:`_phase_step` with the constants read now, then the state stored."""
+        spk, new_mem = self._phase_step(input_, n, *self._constants())
+        return self._end_step(spk, new_mem, clock, count=n)
+
+    def _quick_constants(self, input_: Tensor) -> tuple | None:
+        """Quick steps (:func:`~snntorch_weighted.clock.quick_steps`) for the plain converted
+        neurons, on the eager path with ``beta = 1`` and the spikes binary: a hidden neuron that
+        fires with a scalar threshold and writes its membrane in place
+        (:func:`membranes_in_place`), or the output integrator with no skipped periods. Then
+        ``(theta, zeros)``: the threshold as :meth:`_phase_step` uses it (None for the
+        integrator) and the integrator's spikes (all zeros, one tensor for the whole run)."""
+        leak, theta, gain = self._constants()
+        if not self._fast(input_) or leak != 1 or gain != 1:
+            return None
+        mem = self._buffers["mem"]
+        if not self.fire_spikes:
+            return None if self.skip_periods else (None, torch.zeros_like(mem))
+        if not (self._mem_in_place and theta is not None and mem.dtype == input_.dtype
+                and (not mem.is_inference() or torch.is_inference_mode_enabled())):
+            return None
+        return theta, None
+
+    def _quick_stopped(self) -> None:
+        self.__dict__["_last_mem"] = self._buffers["mem"]
 
     def forward(self, input_: Tensor, mem: Tensor | None = None):
+        quick = self._quick
+        if (quick and mem is None and input_.shape == quick.shape
+                and not torch.is_grad_enabled()):
+            # a quick step (clock.quick_steps): _phase_step's kernels for the cases of
+            # _quick_constants (V += w I, s = [V >= w theta], V -= w theta s), host clock
+            n = quick.count
+            quick.count = n + 1
+            w = phase_weight(n, self.num_phases)
+            theta, zeros = quick.constants
+            if theta is None:  # the integrator: V + w I, a new membrane
+                new_mem = self._buffers["mem"] = torch.add(self._buffers["mem"], input_, alpha=w)
+                return self._results(zeros, new_mem)
+            threshold = w * theta
+            new_mem = self._buffers["mem"].add_(input_, alpha=w)
+            spk = torch.ge(new_mem, threshold, out=torch.empty_like(new_mem))
+            new_mem.sub_(spk, alpha=threshold)
+            return spk
+        return self._step_normally(input_, mem)
+
+    def _regular_forward(self, input_: Tensor, mem: Tensor | None):
         clock = self._begin_step(input_, mem)
         n = self._host_clock.read(clock)
         if n is not None and self._fast(input_):

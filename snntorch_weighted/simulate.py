@@ -91,6 +91,7 @@ from torch.nn.modules import module as _torch_module
 
 from . import decision as _decision
 from . import spikegen
+from .clock import quick_steps
 from .decision import EarlyDecision, gather_at_time
 from .metrics import (
     INPUT,
@@ -307,6 +308,7 @@ class _StepGraphs(NamedTuple):
     stepper: fx.GraphModule  # (recorder, x_t) -> output membrane
     head: fx.GraphModule  # (recorder, x_t) -> (output membrane, input-only frontier values)
     reuser: fx.GraphModule  # (recorder, *frontier values) -> output membrane
+    direct: bool  # they call the modules' forward directly (see _plain_calls)
 
 
 @dataclass(frozen=True)
@@ -329,7 +331,7 @@ class _Plan:
             names = self.recorder.modules
             self.graphs[direct] = _StepGraphs(
                 _stepper(snn, names, direct=direct), _stepper(snn, names, frontier, direct),
-                _reuser(snn, names, only, frontier, direct))
+                _reuser(snn, names, only, frontier, direct), direct)
         return self.graphs[direct]
 
 
@@ -799,8 +801,10 @@ def simulate(
                 mem = _FoldedRunner(snn.graph, spikes_in, period, observe).run(spikes_in, chunk)
         else:
             hidden = [recorder.modules[name] for name in recorder.count_spikes]
-            with membranes_in_place(hidden):
-                mem = _run_loop(plan.step_graphs(snn), spikes_in, recorder, period)
+            graphs = plan.step_graphs(snn)
+            # quick steps only where no hook can watch a step (a direct graph)
+            with membranes_in_place(hidden), quick_steps(plan.stateful if graphs.direct else ()):
+                mem = _run_loop(graphs, spikes_in, recorder, period)
         readout = _readout(snn, mem)
         estimate = snn.decode_trace(readout)  # decode sees this run's skip_periods
     finally:
