@@ -477,18 +477,21 @@ def _run_loop(graphs: _StepGraphs, spikes_in: Tensor, recorder: SpikeRecorder,
     of step ``t % P`` (:func:`_reuser`): the same kernels on the same values, so the same
     results."""
     steps = spikes_in.shape[0]
+    # the graphs' forward itself: nothing hooks these internal modules, and GraphModule's
+    # __call__ (nn.Module.__call__ plus fx's error-reporting wrapper) costs a microsecond a step
+    stepper, head, reuser = graphs.stepper.forward, graphs.head.forward, graphs.reuser.forward
     if not period or period >= steps:
-        return torch.stack([graphs.stepper(recorder, x_t) for x_t in spikes_in])
+        return torch.stack([stepper(recorder, x_t) for x_t in spikes_in])
     mems: list[Tensor] = []
     kept: list[tuple] = []
     for x_t in spikes_in[:period]:
-        mem, values = graphs.head(recorder, x_t)
+        mem, values = head(recorder, x_t)
         mems.append(mem)
         kept.append(values)
     if all(isinstance(v, Tensor) for v in kept[0]):
-        mems += [graphs.reuser(recorder, *kept[t % period]) for t in range(period, steps)]
+        mems += [reuser(recorder, *kept[t % period]) for t in range(period, steps)]
     else:  # e.g. a size() computed from the input: no reuse
-        mems += [graphs.stepper(recorder, x_t) for x_t in spikes_in[period:]]
+        mems += [stepper(recorder, x_t) for x_t in spikes_in[period:]]
     return torch.stack(mems)
 
 
