@@ -96,13 +96,14 @@ def restart_clock(buffers: dict[str, Tensor], mirror: HostClock, device: torch.d
 class QuickRun:
     """A module's quick steps in a :func:`quick_steps` block: the clock value when they started
     (``start``), the steps counted since on the host (``count``: the clock's value now), the
-    input shape they apply to and the constants the module's step needs (fixed for the block)."""
+    input shape and dtype they apply to and the constants the module's step needs (fixed for the
+    block)."""
 
-    __slots__ = ("start", "count", "shape", "constants")
+    __slots__ = ("start", "count", "shape", "dtype", "constants")
 
-    def __init__(self, count: int, shape: torch.Size, constants: tuple) -> None:
+    def __init__(self, count: int, like: Tensor, constants: tuple) -> None:
         self.start = self.count = count
-        self.shape = shape
+        self.shape, self.dtype = like.shape, like.dtype
         self.constants = constants
 
 
@@ -137,7 +138,7 @@ class QuickSteps:
         count = self._host_clock.read(self._buffers["step"])
         constants = None if count is None or torch.is_grad_enabled() else self._quick_constants(x)
         self.__dict__["_quick"] = (None if constants is None
-                                   else QuickRun(count, x.shape, constants))
+                                   else QuickRun(count, x, constants))
 
     def _stop_quick(self, run: QuickRun) -> None:
         """Bring the clock tensor (and its mirror) up to ``run.count``; armed again."""
@@ -156,7 +157,8 @@ def quick_steps(modules: Iterable[object]) -> Iterator[None]:
     """Within the block, the :class:`QuickSteps` modules among ``modules`` take every step after
     their first one as a quick step: the same kernels on the same values as ``forward``, with the
     clock counted on the host. Their clock tensor ``step`` is brought up to date when the block
-    ends (or when a step does not qualify, e.g. a new input shape: that step runs as usual).
+    ends (or when a step does not qualify, e.g. a new input shape or dtype: that step runs as
+    usual).
 
     For a run of steps nothing else watches, as in
     :func:`~snntorch_weighted.simulate.simulate`'s step loop: inside the block the modules must

@@ -203,7 +203,7 @@ class SpikeMaxPool2d(QuickSteps, ClockedLayer):
                 acc = torch.add(acc, x, alpha=w, out=out)
             else:
                 acc = torch.addcmul(acc, w, x, out=out)
-        self.acc = acc.clone()
+        self._buffers["acc"] = acc.clone()  # nn.Module.__setattr__ costs microseconds
         self.advance(steps)
         fold = inputs.flatten(0, 1) if inputs.dim() == 5 else inputs
         _, idx = F.max_pool2d(accs.view_as(fold), self.kernel_size, self.stride, self.padding,

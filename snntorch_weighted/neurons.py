@@ -366,7 +366,7 @@ class WeightedLeaky(QuickSteps, _ClockedLeaky):
     def forward(self, input_: Tensor, mem: Tensor | None = None):
         quick = self._quick
         if (quick and mem is None and input_.shape == quick.shape
-                and not torch.is_grad_enabled()):
+                and input_.dtype is quick.dtype and not torch.is_grad_enabled()):
             # a quick step (clock.quick_steps): _phase_step's kernels for the cases of
             # _quick_constants (V += w I, s = [V >= w theta], V -= w theta s), host clock
             n = quick.count
@@ -437,7 +437,11 @@ class WeightedLeaky(QuickSteps, _ClockedLeaky):
         for t, (w, x, spk) in enumerate(zip(ws, inputs.unbind(0), spikes.unbind(0))):
             leaked = self._leak(mem, leak)
             scalar = isinstance(w, float)
-            mem = torch.add(leaked, x, alpha=w) if scalar else torch.addcmul(leaked, w, x)
+            # written where it is kept (mems[t]), or into the block's own membrane after the
+            # first step (the neuron's membrane may be held by the caller): same kernel
+            target = mems[t] if mems is not None else (mem if t and leaked is mem else None)
+            mem = (torch.add(leaked, x, alpha=w, out=target) if scalar
+                   else torch.addcmul(leaked, w, x, out=target))
             if self.fire_spikes:
                 if scalar and theta is not None:
                     torch.ge(mem, w * theta, out=spk)
@@ -446,11 +450,9 @@ class WeightedLeaky(QuickSteps, _ClockedLeaky):
                     threshold = w * self.threshold
                     torch.ge(mem, threshold, out=spk)
                     mem.addcmul_(spk, threshold, value=-1)
-            if mems is not None:
-                mems[t] = mem
         if self.fire_spikes:
             spikes = self._graded(spikes, gain)
-        self._end_step(spikes, mem, clock, steps)
+        self._end_step(spikes, mem if mems is None else mem.clone(), clock, steps)
         return self._results(spikes, mems)
 
 

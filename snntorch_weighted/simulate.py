@@ -58,6 +58,12 @@ neurons that do not return their membrane integrate into it in place during the 
 membrane-sized buffer less per neuron and step); a hook of your own that keeps ``module.mem``
 must clone it. Outside ``simulate`` the neurons make a new membrane every step, as in snntorch.
 
+**Quick steps** (step loop, while nothing is hooked): after its first step of a run each
+:class:`~snntorch_weighted.neurons.WeightedLeaky` and
+:class:`~snntorch_weighted.layers.SpikeMaxPool2d` steps without ``forward``'s per-step
+bookkeeping (:func:`~snntorch_weighted.clock.quick_steps`: the same kernels, the clock counted on
+the host and written back to ``module.step`` when the run ends).
+
 **Counting** (:class:`~snntorch_weighted.metrics.SpikeRecorder`) of the hidden neurons and
 routing layers (spike max-pool, delays): spikes and SynOps (a sum and a matrix-vector product, or
 one sum over channels when the fan-out is the same in every channel) on device, with no host

@@ -214,11 +214,19 @@ def test_weighted_leaky_forward_steps_equals_stepping(
     split = min(max(split, 1), steps - 1) if steps > 1 else 1  # two blocks when steps > 1
     with torch.no_grad():
         expected = _stepped(a, inputs)
-        blocks = [b.forward_steps(blk) for blk in (inputs[:split], inputs[split:]) if len(blk)]
+        blocks = [b.forward_steps(inputs[:split])]
+        held, value = b.mem, b.mem.clone()  # a membrane the caller keeps is never written
+        if steps > split:
+            blocks.append(b.forward_steps(inputs[split:]))
+        assert torch.equal(held, value)
     got = (torch.cat(blocks) if isinstance(blocks[0], torch.Tensor)
            else tuple(torch.cat(p) for p in zip(*blocks)))  # fmt: skip
     _assert_equal_outputs(got, expected)
     assert torch.equal(a.mem, b.mem) and int(a.step) == int(b.step) == steps
+    if isinstance(blocks[-1], tuple):  # the returned membranes are not the neuron's state
+        state = b.mem.clone()
+        blocks[-1][1].zero_()
+        assert torch.equal(b.mem, state)
     with pytest.raises(ValueError, match="time-first"):
         b.forward_steps(inputs[:0])
 
