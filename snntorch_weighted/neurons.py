@@ -345,20 +345,37 @@ class WeightedLeaky(QuickSteps, _ClockedLeaky):
     def _quick_constants(self, input_: Tensor) -> tuple | None:
         """Quick steps (:func:`~snntorch_weighted.clock.quick_steps`) for the plain converted
         neurons, on the eager path with ``beta = 1`` and the spikes binary: a hidden neuron that
-        fires with a scalar threshold and writes its membrane in place
-        (:func:`membranes_in_place`), or the output integrator with no skipped periods. Then
-        ``(theta, zeros)``: the threshold as :meth:`_phase_step` uses it (None for the
-        integrator) and the integrator's spikes (all zeros, one tensor for the whole run)."""
+        fires with a scalar threshold, writes its membrane in place (:func:`membranes_in_place`)
+        and runs in float32 / float64, or the output integrator with no skipped periods. Then
+        ``(theta, thresholds, zeros)``: the threshold as :meth:`_phase_step` uses it and
+        :meth:`_phase_thresholds` (None for the integrator), and the integrator's spikes (all
+        zeros, one tensor for the whole run)."""
         leak, theta, gain = self._constants()
         if not self._fast(input_) or leak != 1 or gain != 1:
             return None
         mem = self._buffers["mem"]
         if not self.fire_spikes:
-            return None if self.skip_periods else (None, torch.zeros_like(mem))
+            return None if self.skip_periods else (None, None, torch.zeros_like(mem))
         if not (self._mem_in_place and theta is not None and mem.dtype == input_.dtype
                 and (not mem.is_inference() or torch.is_inference_mode_enabled())):
             return None
-        return theta, None
+        thresholds = self._phase_thresholds(theta, mem)
+        return None if thresholds is None else (theta, thresholds, None)
+
+    def _phase_thresholds(self, theta: float, like: Tensor) -> tuple[Tensor, ...] | None:
+        """:math:`\\omega(k)\\,\\vartheta` of the K phases as 0-dim tensors of ``like``'s
+        dtype and device: the values a Python float threshold is rounded to in ``torch.ge``, which
+        then compares without converting a scalar at every call. Cached per threshold, dtype and
+        device; float32 / float64 only (else None)."""
+        if like.dtype not in (torch.float32, torch.float64):
+            return None
+        key = (theta, self.num_phases, like.dtype, like.device)
+        cached = self.__dict__.get("_thresholds")
+        if cached is None or cached[0] != key:
+            values = [phase_weight(k, self.num_phases) * theta for k in range(self.num_phases)]
+            table = torch.tensor(values, dtype=like.dtype, device=like.device).unbind(0)
+            cached = self.__dict__["_thresholds"] = (key, table)
+        return cached[1]
 
     def _quick_stopped(self) -> None:
         self.__dict__["_last_mem"] = self._buffers["mem"]
@@ -372,14 +389,14 @@ class WeightedLeaky(QuickSteps, _ClockedLeaky):
             n = quick.count
             quick.count = n + 1
             w = phase_weight(n, self.num_phases)
-            theta, zeros = quick.constants
+            theta, thresholds, zeros = quick.constants
             if theta is None:  # the integrator: V + w I, a new membrane
                 new_mem = self._buffers["mem"] = torch.add(self._buffers["mem"], input_, alpha=w)
                 return self._results(zeros, new_mem)
-            threshold = w * theta
             new_mem = self._buffers["mem"].add_(input_, alpha=w)
-            spk = torch.ge(new_mem, threshold, out=torch.empty_like(new_mem))
-            new_mem.sub_(spk, alpha=threshold)
+            spk = torch.ge(new_mem, thresholds[n % self.num_phases],
+                           out=torch.empty_like(new_mem))
+            new_mem.sub_(spk, alpha=w * theta)
             return spk
         return self._step_normally(input_, mem)
 
@@ -433,6 +450,8 @@ class WeightedLeaky(QuickSteps, _ClockedLeaky):
         leak, theta, gain = self._constants()
         mems = torch.empty_like(inputs) if self.output or not self.init_hidden else None
         spikes = torch.zeros_like(inputs) if not self.fire_spikes else torch.empty_like(inputs)
+        table = (self._phase_thresholds(theta, inputs)
+                 if n is not None and theta is not None and self.fire_spikes else None)
         mem = self.mem
         for t, (w, x, spk) in enumerate(zip(ws, inputs.unbind(0), spikes.unbind(0))):
             leaked = self._leak(mem, leak)
@@ -444,7 +463,8 @@ class WeightedLeaky(QuickSteps, _ClockedLeaky):
                    else torch.addcmul(leaked, w, x, out=target))
             if self.fire_spikes:
                 if scalar and theta is not None:
-                    torch.ge(mem, w * theta, out=spk)
+                    torch.ge(mem, w * theta if table is None
+                             else table[(n + t) % self.num_phases], out=spk)
                     mem.sub_(spk, alpha=w * theta)  # mem is this step's own tensor
                 else:
                     threshold = w * self.threshold

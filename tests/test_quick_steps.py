@@ -171,3 +171,20 @@ def test_simulate_takes_quick_steps_only_while_nothing_is_hooked(monkeypatch) ->
     handle.remove()
     assert counts["steps"] == 10 * len(stateful)
     assert torch.equal(hooked.mem, folded.mem)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), num_phases=st.integers(1, 8),
+       theta=st.sampled_from([0.6, 0.1, 1.3]), steps=st.integers(2, 12))
+def test_quick_steps_round_thresholds_as_regular_float32_steps(seed, num_phases, theta, steps):
+    """In float32 with thresholds that are not exact binary fractions, quick steps (thresholds
+    as 0-dim float32 tensors) spike and integrate exactly as regular steps (a Python float
+    threshold): every spike and the final membrane are equal."""
+    gen = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(steps, 4, 6, generator=gen)
+    regular, quick = (WeightedLeaky(num_phases=num_phases, threshold=theta, init_hidden=True)
+                      for _ in range(2))
+    with torch.no_grad():
+        expected = torch.stack([regular(x) for x in inputs])
+        got = torch.stack(run_sequences(quick, [inputs], quick, hidden=True))
+    assert torch.equal(got, expected) and torch.equal(quick.mem, regular.mem)
