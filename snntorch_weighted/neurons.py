@@ -333,9 +333,17 @@ class WeightedLeaky(QuickSteps, _ClockedLeaky):
             spk = torch.ge(new_mem, threshold, out=torch.empty_like(new_mem))
             new_mem = torch.addcmul(new_mem, spk, threshold, value=-1)
         else:
-            spk = torch.ge(new_mem, w * theta, out=torch.empty_like(new_mem))
+            spk = torch.ge(new_mem, self._threshold_of(n, theta, new_mem),
+                           out=torch.empty_like(new_mem))
             new_mem.sub_(spk, alpha=w * theta)  # this step's own tensor, not yet handed out
         return self._graded(spk, gain), new_mem
+
+    def _threshold_of(self, n: int, theta: float, like: Tensor) -> Tensor | float:
+        """The threshold :math:`\\omega\\vartheta` of the step after ``n`` steps as ``torch.ge``
+        takes it: from :meth:`_phase_thresholds` where there is one, else the Python float."""
+        table = self._phase_thresholds(theta, like)
+        return phase_weight(n, self.num_phases) * theta if table is None else table[
+            n % self.num_phases]
 
     def _eager_step(self, input_: Tensor, clock: Tensor, n: int):
         """:meth:`_phase_step` with the constants read now, then the state stored."""
@@ -450,8 +458,6 @@ class WeightedLeaky(QuickSteps, _ClockedLeaky):
         leak, theta, gain = self._constants()
         mems = torch.empty_like(inputs) if self.output or not self.init_hidden else None
         spikes = torch.zeros_like(inputs) if not self.fire_spikes else torch.empty_like(inputs)
-        table = (self._phase_thresholds(theta, inputs)
-                 if n is not None and theta is not None and self.fire_spikes else None)
         mem = self.mem
         for t, (w, x, spk) in enumerate(zip(ws, inputs.unbind(0), spikes.unbind(0))):
             leaked = self._leak(mem, leak)
@@ -462,9 +468,8 @@ class WeightedLeaky(QuickSteps, _ClockedLeaky):
             mem = (torch.add(leaked, x, alpha=w, out=target) if scalar
                    else torch.addcmul(leaked, w, x, out=target))
             if self.fire_spikes:
-                if scalar and theta is not None:
-                    torch.ge(mem, w * theta if table is None
-                             else table[(n + t) % self.num_phases], out=spk)
+                if scalar and theta is not None:  # scalar w: the clock n is on the host
+                    torch.ge(mem, self._threshold_of(n + t, theta, mem), out=spk)
                     mem.sub_(spk, alpha=w * theta)  # mem is this step's own tensor
                 else:
                     threshold = w * self.threshold

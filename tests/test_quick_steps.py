@@ -53,14 +53,14 @@ def reference_pool(train: np.ndarray, size: int, num_phases: int | None) -> np.n
     return out
 
 
-def run_sequences(make_step, sequences: list[torch.Tensor], module: nn.Module, hidden: bool):
+def run_sequences(module: nn.Module, sequences: list[torch.Tensor], hidden: bool):
     """Step ``module`` through ``sequences`` (a new input shape starts each one) inside one
     quick-steps block; checks that every step after a sequence's first is a quick step."""
     outs = []
     with torch.no_grad(), membranes_in_place([module] if hidden else []), quick_steps([module]):
         for seq in sequences:
             for t, x in enumerate(seq):
-                outs.append(make_step(x))
+                outs.append(module(x))
                 assert isinstance(module._quick, QuickRun)
                 assert module._quick.count - module._quick.start == t  # quick after the first
     assert module._quick is None  # the block is over
@@ -87,7 +87,7 @@ def test_quick_neuron_steps_follow_kim_and_leave_the_regular_state(seed, num_pha
     neuron = WeightedLeaky(num_phases=num_phases, threshold=theta, init_hidden=True,
                            fire=fire, output=not fire)
     neuron.reset_mem()
-    outs = run_sequences(neuron, sequences, neuron, hidden=fire)
+    outs = run_sequences(neuron, sequences, hidden=fire)
     spikes = [o[0] if isinstance(o, tuple) else o for o in outs]
     last = sequences[-1]
     extra = torch.randint(-64, 65, last.shape[1:], generator=gen).double() / 4
@@ -124,7 +124,7 @@ def test_quick_pool_steps_match_the_window_reference(seed, num_phases, lengths):
     sequences = [(torch.rand(n, 1 + i, 2, 4, 6, generator=gen) < 0.5).float()
                  for i, n in enumerate(lengths)]
     pool = SpikeMaxPool2d(2, weighted=num_phases is not None, num_phases=num_phases or 8)
-    outs = run_sequences(pool, sequences, pool, hidden=False)
+    outs = run_sequences(pool, sequences, hidden=False)
     offset = 0
     for seq in sequences:
         got = torch.stack(outs[offset:offset + seq.shape[0]]).numpy()
@@ -177,14 +177,32 @@ def test_simulate_takes_quick_steps_only_while_nothing_is_hooked(monkeypatch) ->
 @given(seed=st.integers(0, 2**31 - 1), num_phases=st.integers(1, 8),
        theta=st.sampled_from([0.6, 0.1, 1.3]), steps=st.integers(2, 12))
 def test_quick_steps_round_thresholds_as_regular_float32_steps(seed, num_phases, theta, steps):
-    """In float32 with thresholds that are not exact binary fractions, quick steps (thresholds
-    as 0-dim float32 tensors) spike and integrate exactly as regular steps (a Python float
-    threshold): every spike and the final membrane are equal."""
+    """In float32 with thresholds that are not exact binary fractions, quick steps spike and
+    integrate exactly as regular steps: every spike and the final membrane are equal."""
     gen = torch.Generator().manual_seed(seed)
     inputs = torch.randn(steps, 4, 6, generator=gen)
     regular, quick = (WeightedLeaky(num_phases=num_phases, threshold=theta, init_hidden=True)
                       for _ in range(2))
     with torch.no_grad():
         expected = torch.stack([regular(x) for x in inputs])
-        got = torch.stack(run_sequences(quick, [inputs], quick, hidden=True))
+        got = torch.stack(run_sequences(quick, [inputs], hidden=True))
     assert torch.equal(got, expected) and torch.equal(quick.mem, regular.mem)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), num_phases=st.integers(1, 8),
+       theta=st.floats(0.01, 10.0), dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_phase_threshold_tensors_compare_as_python_floats(seed, num_phases, theta, dtype):
+    """The per-phase 0-dim threshold tensors every eager path compares against give the same
+    spikes as ``torch.ge`` with the Python float ``w(t) * theta`` (Kim eq. 9), on membranes
+    drawn around each threshold (values just below, at and above it included)."""
+    neuron = WeightedLeaky(num_phases=num_phases, threshold=theta)
+    gen = torch.Generator().manual_seed(seed)
+    for n in range(2 * num_phases):
+        threshold = phase(n, num_phases) * theta
+        exact = torch.tensor(threshold, dtype=dtype)
+        near = torch.stack([torch.nextafter(exact, exact - 1), exact,
+                            torch.nextafter(exact, exact + 1)])
+        mem = torch.cat([near, threshold * 2 * torch.rand(64, generator=gen).to(dtype)])
+        got = torch.ge(mem, neuron._threshold_of(n, theta, mem))
+        assert torch.equal(got, torch.ge(mem, threshold))
