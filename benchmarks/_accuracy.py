@@ -25,10 +25,10 @@ from plots import RESULTS_DIR, plot_accuracy_vs_steps, plot_spikes_vs_accuracy
 from torch import Tensor, nn
 
 from snntorch_weighted import quant
-from snntorch_weighted.convert import convert
-from snntorch_weighted.decision import early_decision, gather_at_time
-from snntorch_weighted.metrics import ann_macs, steps_to_accuracy
-from snntorch_weighted.simulate import simulate
+from snntorch_weighted.conversion.convert import convert
+from snntorch_weighted.simulation.decision import early_decision, gather_at_time
+from snntorch_weighted.simulation.metrics import ann_macs, steps_to_accuracy
+from snntorch_weighted.simulation.runner import simulate
 from snntorch_weighted.train import evaluate, train_ann
 
 __all__ = [

@@ -10,7 +10,8 @@ For each network (``--nets``, default ``net4 resnet20``):
    (``--snn-size``, the first images of the test subset): accuracy against time steps of the
    weighted-spike SNN (K = 8, output skipping of 2 periods as Kim et al. use for Net4) and of the
    rate-coded SNN; steps to reach the ANN's accuracy on that subset within 1 and 0.1 %p
-   (:func:`snntorch_weighted.metrics.steps_to_accuracy`, the accuracy must stay there until the
+   (:func:`snntorch_weighted.simulation.metrics.steps_to_accuracy`, the accuracy must stay there
+   until the
    end of the window), hidden spikes per image up to then, rate / weighted reduction ratios (Kim
    Table 2; a lower bound ``>`` when rate coding does not get there within its window) and Kim's
    early decision (Algorithm 1) on the weighted run.
@@ -76,9 +77,9 @@ from plots import (  # noqa: E402
 )
 
 from snntorch_weighted import models  # noqa: E402
-from snntorch_weighted.convert import convert  # noqa: E402
+from snntorch_weighted.conversion.convert import convert  # noqa: E402
 from snntorch_weighted.data import as_tensors, load_cifar10, subset  # noqa: E402
-from snntorch_weighted.metrics import ann_macs  # noqa: E402
+from snntorch_weighted.simulation.metrics import ann_macs  # noqa: E402
 from snntorch_weighted.train import evaluate  # noqa: E402
 
 SECTION = "cifar10"

@@ -7,7 +7,8 @@ For each network (``--nets``, default ``net1 net2``):
 2. **Weighted vs rate** (Kim et al. 2018), in the same run, on the same test subset: accuracy
    against time steps of the weighted-spike SNN (K = 8 without / with output skipping of one
    period, K = 4 with one skipped period) and of the rate-coded SNN; steps to reach the ANN's
-   subset accuracy within 0.1 and 1 %p (:func:`snntorch_weighted.metrics.steps_to_accuracy`, the
+   subset accuracy within 0.1 and 1 %p
+   (:func:`snntorch_weighted.simulation.metrics.steps_to_accuracy`, the
    accuracy must stay there until the end of the window), spikes per image at those steps, the
    rate / weighted latency and spike ratios (Kim Table 2) and the early-decision trade-off
    (Kim Fig. 12, Algorithm 1 on the K = 8 run with one skipped period).
@@ -73,9 +74,9 @@ from plots import (  # noqa: E402
 )
 
 from snntorch_weighted import models  # noqa: E402
-from snntorch_weighted.convert import convert  # noqa: E402
+from snntorch_weighted.conversion.convert import convert  # noqa: E402
 from snntorch_weighted.data import as_tensors, load_fashion_mnist  # noqa: E402
-from snntorch_weighted.metrics import ann_macs  # noqa: E402
+from snntorch_weighted.simulation.metrics import ann_macs  # noqa: E402
 from snntorch_weighted.train import evaluate  # noqa: E402
 
 SECTION = "fashion_mnist"

@@ -69,11 +69,11 @@ from _common import (  # noqa: E402
 )
 
 from snntorch_weighted import models  # noqa: E402
-from snntorch_weighted.convert import convert  # noqa: E402
-from snntorch_weighted.layers import SpikeMaxPool2d  # noqa: E402
-from snntorch_weighted.metrics import is_neuron  # noqa: E402
-from snntorch_weighted.reset import reset  # noqa: E402
-from snntorch_weighted.simulate import simulate  # noqa: E402
+from snntorch_weighted.conversion.convert import convert  # noqa: E402
+from snntorch_weighted.conversion.layers import SpikeMaxPool2d  # noqa: E402
+from snntorch_weighted.neurons.reset import reset  # noqa: E402
+from snntorch_weighted.simulation.metrics import is_neuron  # noqa: E402
+from snntorch_weighted.simulation.runner import simulate  # noqa: E402
 
 MODELS: dict[str, Callable[[], nn.Module]] = {"Net4": models.net4, "ResNet-20": models.resnet20}
 

@@ -1,14 +1,15 @@
-"""snntorch-weighted: weighted-phase (Kim et al. 2018) and radix (Wang et al.) spikes."""
+"""snntorch-weighted: weighted-phase (Kim et al. 2018) and radix (Wang et al.) spikes.
+
+The package follows the pipeline: ``spikegen`` (encode) -> ``neurons`` -> ``conversion`` ->
+``simulation`` (simulate and measure); ``quant`` fine-tunes T-bit radix models.
+"""
 
 from __future__ import annotations
 
-from . import decision, metrics, quant, spikegen
-from .convert import convert
-from .graph import UnsupportedLayerError
-from .network import SpikingNetwork
-from .neurons import RadixLeaky, WeightedLeaky
-from .reset import reset
-from .simulate import SimulationResult, simulate
+from . import quant, spikegen
+from .conversion import SpikingNetwork, UnsupportedLayerError, convert
+from .neurons import RadixLeaky, WeightedLeaky, reset
+from .simulation import SimulationResult, decision, metrics, simulate
 
 __version__ = "0.1.0"
 

@@ -33,8 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from . import data, models, quant
-from .convert import convert
-from .simulate import simulate
+from .conversion.convert import convert
+from .simulation.runner import simulate
 from .train import evaluate, train_ann
 
 __all__ = ["DatasetConfig", "DATASETS", "SnnRun", "DemoResult", "parse_args", "run", "main"]
@@ -312,7 +312,7 @@ def plot_curves(result: DemoResult, args: argparse.Namespace, path: Path) -> Pat
 
 def run(args: argparse.Namespace) -> DemoResult:
     """Run the whole demo (see the module docstring) and print the table."""
-    from .metrics import ann_macs
+    from .simulation.metrics import ann_macs
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

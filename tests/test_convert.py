@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from sklearn.datasets import load_digits
 from torch import nn
 
-from snntorch_weighted.convert import convert
-from snntorch_weighted.graph import UnsupportedLayerError
-from snntorch_weighted.layers import Scale, SpikeMaxPool2d
+from snntorch_weighted.conversion.convert import convert
+from snntorch_weighted.conversion.graph import UnsupportedLayerError
+from snntorch_weighted.conversion.layers import Scale, SpikeMaxPool2d
 from snntorch_weighted.neurons import WeightedLeaky
-from snntorch_weighted.reset import reset
+from snntorch_weighted.neurons.reset import reset
 from snntorch_weighted.spikegen import decode_weighted
 
 # ----------------------------------------------------------------------------- helpers

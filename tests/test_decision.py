@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snntorch_weighted.decision import early_decision, gather_at_time
+from snntorch_weighted.simulation.decision import early_decision, gather_at_time
 
 
 def reference(trace: list[list[float]], theta: float, t1: int, t2: int) -> tuple[int, int, bool]:

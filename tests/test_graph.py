@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from snntorch_weighted.graph import SUPPORTED_MODULES, UnsupportedLayerError, capture
+from snntorch_weighted.conversion.graph import SUPPORTED_MODULES, UnsupportedLayerError, capture
 
 
 def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -9,8 +9,8 @@ import torch.nn.functional as F  # noqa: N812
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snntorch_weighted.layers import Scale, SpikeMaxPool2d
-from snntorch_weighted.reset import reset
+from snntorch_weighted.conversion.layers import Scale, SpikeMaxPool2d
+from snntorch_weighted.neurons.reset import reset
 
 
 def _weighted_train(values: torch.Tensor, num_steps: int, k: int) -> torch.Tensor:

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import fx, nn
 
-from snntorch_weighted.layers import Scale, SpikeMaxPool2d
-from snntorch_weighted.metrics import (
+from snntorch_weighted.conversion.layers import Scale, SpikeMaxPool2d
+from snntorch_weighted.neurons import WeightedLeaky
+from snntorch_weighted.simulation.metrics import (
     DEFER_STEP_BYTES,
     INPUT,
     SpikeRecorder,
@@ -20,7 +21,6 @@ from snntorch_weighted.metrics import (
     is_stateful,
     steps_to_accuracy,
 )
-from snntorch_weighted.neurons import WeightedLeaky
 
 
 class _Tracer(fx.Tracer):

@@ -18,8 +18,8 @@ from test_quant_reference import MODELS, mlp, randomise
 from torch import nn
 
 from snntorch_weighted import quant
+from snntorch_weighted.conversion.graph import UnsupportedLayerError
 from snntorch_weighted.data import load_digits
-from snntorch_weighted.graph import UnsupportedLayerError
 from snntorch_weighted.train import evaluate
 
 # ----------------------------------------------------------------------------- STE

@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 from torch import nn
 
 from snntorch_weighted import WeightedLeaky
-from snntorch_weighted.clock import QuickRun, quick_steps
-from snntorch_weighted.convert import convert
-from snntorch_weighted.layers import SpikeMaxPool2d
-from snntorch_weighted.neurons import membranes_in_place
-from snntorch_weighted.simulate import simulate
+from snntorch_weighted.conversion.convert import convert
+from snntorch_weighted.conversion.layers import SpikeMaxPool2d
+from snntorch_weighted.neurons.clock import QuickRun, quick_steps
+from snntorch_weighted.neurons.leaky import membranes_in_place
+from snntorch_weighted.simulation.runner import simulate
 
 
 def phase(t: int, num_phases: int) -> float:

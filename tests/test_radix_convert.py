@@ -12,9 +12,9 @@ from test_quant_reference import MODELS, mlp, randomise
 from torch import nn
 
 from snntorch_weighted import quant, reset, spikegen
+from snntorch_weighted.conversion.radix import Delay, RadixMaxPool2d, convert_radix, radix_infer
 from snntorch_weighted.data import load_digits
 from snntorch_weighted.neurons import RadixLeaky
-from snntorch_weighted.radix_convert import Delay, RadixMaxPool2d, convert_radix, radix_infer
 
 LATENCY_PERIODS = {"mlp": 3, "cnn": 4, "resnet": 6}  # neurons + max pools on the longest path, +1
 

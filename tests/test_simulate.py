@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 from sklearn.datasets import load_digits
 from torch import fx, nn
 
-from snntorch_weighted.convert import convert
-from snntorch_weighted.layers import SpikeMaxPool2d
-from snntorch_weighted.metrics import INPUT, ann_macs, is_stateful
-from snntorch_weighted.network import SIMULATE_CACHE, SpikingNetwork
+from snntorch_weighted.conversion.convert import convert
+from snntorch_weighted.conversion.layers import SpikeMaxPool2d
+from snntorch_weighted.conversion.network import SIMULATE_CACHE, SpikingNetwork
 from snntorch_weighted.neurons import RadixLeaky, WeightedLeaky
-from snntorch_weighted.reset import reset
-from snntorch_weighted.simulate import auto_chunk_size, simulate
+from snntorch_weighted.neurons.reset import reset
+from snntorch_weighted.simulation.metrics import INPUT, ann_macs, is_stateful
+from snntorch_weighted.simulation.runner import auto_chunk_size, simulate
 
 K = 4
 

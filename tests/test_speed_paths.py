@@ -16,11 +16,11 @@ from test_quant_reference import MODELS, randomise
 from torch import nn
 
 from snntorch_weighted import WeightedLeaky, quant
-from snntorch_weighted.convert import convert
-from snntorch_weighted.layers import SpikeMaxPool2d
-from snntorch_weighted.radix_convert import convert_radix
-from snntorch_weighted.reset import reset
-from snntorch_weighted.simulate import radix_shortcut, simulate
+from snntorch_weighted.conversion.convert import convert
+from snntorch_weighted.conversion.layers import SpikeMaxPool2d
+from snntorch_weighted.conversion.radix import convert_radix
+from snntorch_weighted.neurons.reset import reset
+from snntorch_weighted.simulation.runner import radix_shortcut, simulate
 
 
 def radix_snn(name: str, seed: int, num_bits: int):

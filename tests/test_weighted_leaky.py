@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from snntorch_weighted import WeightedLeaky, spikegen
-from snntorch_weighted.neurons import membranes_in_place
+from snntorch_weighted.neurons.leaky import membranes_in_place
 
 
 def reference_weighted(currents, num_phases, threshold=1.0, beta=1.0):

@@ -2,7 +2,8 @@
 
 ``convert(model, calibration_data, coding="weighted")`` builds the SNN-WS of Kim et al. (2018):
 
-1. :func:`snntorch_weighted.graph.capture` traces the model (BatchNorm folded, dropout removed,
+1. :func:`snntorch_weighted.conversion.graph.capture` traces the model (BatchNorm folded, dropout
+removed,
    every ReLU a node of its own; unsupported layers raise naming the node).
 2. Data-based normalisation (Diehl et al. 2015; Rueckauer et al. 2017): on the calibration data
    each ReLU l gets the scale :math:`\\lambda_l`, the maximum or the ``percentile`` (default
@@ -14,11 +15,11 @@
    :math:`a_l / \\lambda_l \\in [0, 1]` (mostly). The last layer keeps scale 1, so the output
    membrane per period approximates the ANN logits. Where a train in one scale meets a sum in
    another (an identity shortcut into a residual join, Kim Fig. 6: the join neurons integrate
-   both paths) a constant :class:`~snntorch_weighted.layers.Scale` of
+   both paths) a constant :class:`~snntorch_weighted.conversion.layers.Scale` of
    :math:`\\lambda_{src} / \\lambda_l` is inserted.
 4. Weighted coding: each ReLU becomes a :class:`~snntorch_weighted.WeightedLeaky` (``num_phases``
    K, threshold 1), each bias is divided by :math:`1 - 2^{-K}` (eq. 8) so that a period adds
-   exactly ``b``, ``MaxPool2d`` becomes :class:`~snntorch_weighted.layers.SpikeMaxPool2d`
+   exactly ``b``, ``MaxPool2d`` becomes :class:`~snntorch_weighted.conversion.layers.SpikeMaxPool2d`
    (section 4.5), and the output is a non-firing ``WeightedLeaky(fire=False)`` integrator
    (eq. 16): after n periods its membrane is :math:`\\approx n\\,a^L` (eq. 12-16).
    Rate coding (the baseline): ``snntorch.Leaky(beta=1, threshold=1, reset_mechanism="subtract")``
@@ -36,11 +37,11 @@ import snntorch as snn
 import torch
 from torch import Tensor, fx, nn
 
+from ..neurons.leaky import WeightedLeaky
 from .calibration import calibrate, first_batch
 from .graph import POOL_LAYERS, WEIGHT_LAYERS, _set_submodule, capture, is_add, module_of
 from .layers import Scale, SpikeMaxPool2d
 from .network import SpikingNetwork
-from .neurons import WeightedLeaky
 
 __all__ = ["convert", "calibrate", "fold_input_normalization"]
 
@@ -66,11 +67,12 @@ def convert(
 
     Args:
         model: trained ``nn.Module`` (not modified). Supported layers: see
-            :func:`snntorch_weighted.graph.capture`.
+            :func:`snntorch_weighted.conversion.graph.capture`.
         calibration_data: inputs in ``[0, 1]``: a tensor ``[N, ...]`` or an iterable of tensors or
             ``(x, y, ...)`` batches (e.g. a ``DataLoader``).
         coding: ``"weighted"`` (Kim et al.), ``"rate"`` (baseline) or ``"radix"`` (dispatched to
-            :func:`snntorch_weighted.radix_convert.convert_radix` with ``num_bits`` and ``**kw``).
+            :func:`snntorch_weighted.conversion.radix.convert_radix` with ``num_bits`` and
+            ``**kw``).
         num_phases: K, phases per period (weighted coding).
         num_bits: T, bits per spike train (radix coding); default: the prepared model's T, 8
             for a float model.
@@ -88,7 +90,7 @@ def convert(
             radix options are passed through.
 
     Returns:
-        A :class:`~snntorch_weighted.network.SpikingNetwork`.
+        A :class:`~snntorch_weighted.conversion.network.SpikingNetwork`.
 
     Raises:
         ValueError: unknown option, empty calibration data, NaN, inputs outside ``[0, 1]``.
@@ -97,7 +99,7 @@ def convert(
     if coding not in _CODINGS:
         raise ValueError(f"coding must be one of {_CODINGS}, got {coding!r}")
     if coding == "radix":
-        from .radix_convert import convert_radix
+        from .radix import convert_radix
 
         return convert_radix(model, calibration_data, num_bits=num_bits, **kw)
     skip_periods = kw.pop("skip_periods", 0)

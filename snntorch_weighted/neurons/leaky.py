@@ -22,8 +22,8 @@ import torch
 from snntorch import surrogate
 from torch import Tensor, nn
 
+from ..spikegen import block_phase_weights, phase_weight
 from .clock import HostClock, QuickSteps, restart_clock
-from .spikegen import block_phase_weights, phase_weight
 
 __all__ = ["WeightedLeaky", "RadixLeaky"]
 
@@ -74,7 +74,8 @@ def membranes_in_place(modules: Iterable[nn.Module]) -> Iterator[None]:
     batch saves a pass over memory. Outside the block every step makes a new membrane tensor,
     as in snntorch, so a membrane kept by the caller (``neuron.mem``) never changes afterwards;
     inside it, a kept ``neuron.mem`` follows the neuron (clone it to keep a value).
-    :func:`~snntorch_weighted.simulate.simulate`'s step loop uses this for the hidden neurons:
+    :func:`~snntorch_weighted.simulation.runner.simulate`'s step loop uses this for the hidden
+    neurons:
     nothing else sees their membranes there.
     """
     chosen = [m for m in modules
@@ -351,7 +352,8 @@ class WeightedLeaky(QuickSteps, _ClockedLeaky):
         return self._end_step(spk, new_mem, clock, count=n)
 
     def _quick_constants(self, input_: Tensor) -> tuple | None:
-        """Quick steps (:func:`~snntorch_weighted.clock.quick_steps`) for the plain converted
+        """Quick steps (:func:`~snntorch_weighted.neurons.clock.quick_steps`) for the plain
+        converted
         neurons, on the eager path with ``beta = 1`` and the spikes binary: a hidden neuron that
         fires with a scalar threshold, writes its membrane in place (:func:`membranes_in_place`)
         and runs in float32 / float64, or the output integrator with no skipped periods. Then

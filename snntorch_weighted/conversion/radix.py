@@ -4,7 +4,8 @@
 (Wang et al. sec. 2.3, Table 1, made exact):
 
 * each ``QuantLayer`` becomes the same ``Linear`` / ``Conv`` with the integer weights ``w_k`` and no
-  bias; an identity shortcut becomes :class:`~snntorch_weighted.layers.Scale` (its integer scale);
+  bias; an identity shortcut becomes :class:`~snntorch_weighted.conversion.layers.Scale` (its
+  integer scale);
   a sum pool stays a sum pool (``avg_pool2d`` with ``divisor_override=1``), ``Flatten`` stays;
 * each hidden neuron becomes ``RadixLeaky(num_bits=T, shift=s_l, bias=b_l, init_hidden=True)``;
   its spikes in period n are the bits (LSB first) of
@@ -36,12 +37,12 @@ import operator
 import torch
 from torch import Tensor, fx, nn
 
-from . import quant
+from .. import quant
+from ..neurons.leaky import RadixLeaky
+from ..neurons.reset import reset
 from .graph import UnsupportedLayerError, is_add, module_of
 from .layers import ClockedLayer, Scale
 from .network import SpikingNetwork
-from .neurons import RadixLeaky
-from .reset import reset
 
 __all__ = ["Delay", "RadixMaxPool2d", "convert_radix", "radix_infer"]
 
@@ -50,7 +51,7 @@ class Delay(ClockedLayer):
     """FIFO delay of ``num_steps`` steps: ``out(t) = in(t - num_steps)`` (zeros before).
 
     State (a ``[num_steps, *shape]`` ring buffer and a step clock) restarts as described in
-    :class:`~snntorch_weighted.layers.ClockedLayer`.
+    :class:`~snntorch_weighted.conversion.layers.ClockedLayer`.
     """
 
     state_names = ("fifo",)
@@ -83,7 +84,8 @@ class RadixMaxPool2d(ClockedLayer):
     input neuron; at phase 0 of period n + 1 it pools the codes of period n with ``max_pool2d`` and
     emits the pooled code's bits, LSB first, during period n + 1. Since max pooling commutes with
     the neurons' monotone read-out this equals pooling the twin's integer codes. State (accumulator,
-    pooled code, clock) restarts as described in :class:`~snntorch_weighted.layers.ClockedLayer`.
+    pooled code, clock) restarts as described in
+    :class:`~snntorch_weighted.conversion.layers.ClockedLayer`.
     """
 
     state_names = ("acc", "value")
@@ -247,7 +249,8 @@ def convert_radix(
         weight_bits, percentile: passed to ``prepare`` for a float model.
 
     Returns:
-        A float64 :class:`~snntorch_weighted.network.SpikingNetwork` (``coding="radix"``) with
+        A float64 :class:`~snntorch_weighted.conversion.network.SpikingNetwork`
+        (``coding="radix"``) with
         ``latency = (D + 1) * T`` steps, ``output_scale = A`` (logits = ``A * mem``) and an extra
         attribute ``periods``: neuron name -> the period in which it emits the codes of the input
         fed in period 0 (the output neuron: the period at whose last step ``mem == X``).

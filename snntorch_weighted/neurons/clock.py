@@ -161,7 +161,8 @@ def quick_steps(modules: Iterable[object]) -> Iterator[None]:
     usual).
 
     For a run of steps nothing else watches, as in
-    :func:`~snntorch_weighted.simulate.simulate`'s step loop: inside the block the modules must
+    :func:`~snntorch_weighted.simulation.runner.simulate`'s step loop: inside the block the modules
+    must
     not be reset, have their constants (beta, threshold, ...) or clock changed, or be stepped by
     ``forward_steps``; ``module.step`` is stale until the block ends; a non-firing output
     integrator returns one zero spike tensor for all its quick steps. Each quick step saves the

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
-from .clock import HostClock, QuickSteps, restart_clock
-from .spikegen import block_phase_weights, phase_weight
+from ..neurons.clock import HostClock, QuickSteps, restart_clock
+from ..spikegen import block_phase_weights, phase_weight
 
 __all__ = ["ClockedLayer", "SpikeMaxPool2d", "Scale"]
 
@@ -181,7 +181,7 @@ class SpikeMaxPool2d(QuickSteps, ClockedLayer):
         return x.flatten(-2).gather(-1, idx.flatten(-2)).view_as(idx)
 
     def _quick_constants(self, x: Tensor) -> tuple:
-        """Quick steps (:func:`~snntorch_weighted.clock.quick_steps`) need nothing more."""
+        """Quick steps (:func:`~snntorch_weighted.neurons.clock.quick_steps`) need nothing more."""
         return ()
 
     @torch.no_grad()

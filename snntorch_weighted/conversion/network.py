@@ -9,7 +9,7 @@ import snntorch.spikegen as snn_spikegen
 import torch
 from torch import Tensor, fx, nn
 
-from . import spikegen
+from .. import spikegen
 
 __all__ = ["SpikingNetwork", "CODINGS"]
 

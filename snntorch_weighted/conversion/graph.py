@@ -1,8 +1,8 @@
 """Graph capture for ANN -> SNN conversion: ``torch.fx`` tracing plus canonicalisation.
 
 :func:`capture` turns a trained ``nn.Module`` into a small, canonical ``torch.fx.GraphModule`` that
-the converters (rate / weighted in :mod:`snntorch_weighted.convert`, radix in
-:mod:`snntorch_weighted.radix_convert`) can walk node by node. After :func:`capture` the graph
+the converters (rate / weighted in :mod:`snntorch_weighted.conversion.convert`, radix in
+:mod:`snntorch_weighted.conversion.radix`) can walk node by node. After :func:`capture` the graph
 contains only these nodes:
 
 * ``placeholder`` (exactly one input) and ``output`` (exactly one tensor);

@@ -6,12 +6,14 @@ Definitions used throughout (per sample):
   (graded spikes count once). Only spiking neurons (:class:`snntorch.SpikingNeuron` subclasses)
   count; the non-firing output integrator never spikes.
 * **fan-out** of a spike source (the input, a neuron, or a routing layer such as
-  :class:`~snntorch_weighted.layers.SpikeMaxPool2d`): the number of synapses one spike of that
+  :class:`~snntorch_weighted.conversion.layers.SpikeMaxPool2d`): the number of synapses one spike
+  of that
   neuron drives, i.e. the number of (path-)connections from it to the input currents of the
   neurons downstream, through stateless layers only. It is computed once per graph, exactly, as
   the gradient of the sum of all neuron input currents with respect to every source, with every
   weight replaced by its non-zero indicator :math:`[W \\ne 0]`, average pooling by sum pooling,
-  :class:`~snntorch_weighted.layers.Scale` by the identity, and every stateful module cut (its
+  :class:`~snntorch_weighted.conversion.layers.Scale` by the identity, and every stateful module
+  cut (its
   output is a fresh source). This handles stride, padding, groups, pooling and flatten-into-Linear;
   a border pixel of a padded conv has fewer synapses than a centre pixel.
 * **synaptic operations** (SynOps) of a source at step t: :math:`\\sum_j s_j(t)\\, f_j` over its
@@ -34,7 +36,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, fx, nn
 
-from .layers import Scale, SpikeMaxPool2d
+from ..conversion.layers import Scale, SpikeMaxPool2d
+from ..neurons.reset import is_stateful
 
 __all__ = [
     "INPUT",
@@ -58,15 +61,6 @@ DEFER_BYTES = 4 * 2**20
 DEFER_STEP_BYTES = 2**18
 """Largest step of spikes that is deferred; a larger one is counted at once (its kernels are long
 enough that launching them costs little, and it is still in cache)."""
-
-
-def is_stateful(module: nn.Module) -> bool:
-    """A module with state over time: its class defines ``reset_mem`` (neurons, spike max-pool).
-
-    Looked up on the class: a failed instance lookup goes through ``nn.Module.__getattr__``, which
-    raises and catches an exception per module (:func:`~snntorch_weighted.reset` runs this for
-    every module of a network before each sequence)."""
-    return callable(getattr(type(module), "reset_mem", None))
 
 
 def is_neuron(module: nn.Module) -> bool:
@@ -272,7 +266,7 @@ class SpikeRecorder:
 
     Use as a context manager around the steps (forward hooks on ``modules`` hand each output to
     :meth:`take`), or call :meth:`take` directly with each output as it is made (the step loop
-    of :func:`~snntorch_weighted.simulate.simulate` does: no hooks).
+    of :func:`~snntorch_weighted.simulation.runner.simulate` does: no hooks).
     Spikes are counted with a sum and a matrix-vector product of the flattened spikes
     ``[t, B, N]`` (spike count; SynOps with the fan-out ``f``), per step and sample (a sum and a
     product with a contiguous vector are several times faster than one product with an

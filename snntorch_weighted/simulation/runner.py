@@ -1,6 +1,7 @@
 """Running converted SNNs: accuracy over time, spike / SynOp counts, early decision, time folding.
 
-:func:`simulate` resets a :class:`~snntorch_weighted.network.SpikingNetwork`, encodes the inputs
+:func:`simulate` resets a :class:`~snntorch_weighted.conversion.network.SpikingNetwork`, encodes
+the inputs
 (``snn.encode``), runs ``num_steps`` steps and returns a :class:`SimulationResult`:
 
 * the output membrane over time ``mem`` ``[T, B, C]``, the decoded ANN-output estimate per step
@@ -60,11 +61,13 @@ must clone it. Outside ``simulate`` the neurons make a new membrane every step, 
 
 **Quick steps** (step loop, while nothing is hooked): after its first step of a run each
 :class:`~snntorch_weighted.neurons.WeightedLeaky` and
-:class:`~snntorch_weighted.layers.SpikeMaxPool2d` steps without ``forward``'s per-step
-bookkeeping (:func:`~snntorch_weighted.clock.quick_steps`: the same kernels, the clock counted on
+:class:`~snntorch_weighted.conversion.layers.SpikeMaxPool2d` steps without ``forward``'s per-step
+bookkeeping (:func:`~snntorch_weighted.neurons.clock.quick_steps`: the same kernels, the clock
+counted on
 the host and written back to ``module.step`` when the run ends).
 
-**Counting** (:class:`~snntorch_weighted.metrics.SpikeRecorder`) of the hidden neurons and
+**Counting** (:class:`~snntorch_weighted.simulation.metrics.SpikeRecorder`) of the hidden neurons
+and
 routing layers (spike max-pool, delays): spikes and SynOps (a sum and a matrix-vector product, or
 one sum over channels when the fan-out is the same in every channel) on device, with no host
 sync. The step loop runs a copy of the step graph that hands each of these
@@ -95,9 +98,12 @@ import torch
 from torch import Tensor, fx, nn
 from torch.nn.modules import module as _torch_module
 
+from .. import spikegen
+from ..conversion.network import SIMULATE_CACHE
+from ..neurons.clock import quick_steps
+from ..neurons.leaky import membranes_in_place
+from ..neurons.reset import stateful_modules
 from . import decision as _decision
-from . import spikegen
-from .clock import quick_steps
 from .decision import EarlyDecision, gather_at_time
 from .metrics import (
     INPUT,
@@ -111,9 +117,6 @@ from .metrics import (
     profile_graph,
 )
 from .metrics import steps_to_accuracy as steps_to_accuracy
-from .network import SIMULATE_CACHE
-from .neurons import membranes_in_place
-from .reset import stateful_modules
 
 __all__ = ["SimulationResult", "simulate", "radix_shortcut", "steps_to_accuracy",
            "auto_chunk_size"]
@@ -229,7 +232,7 @@ class SimulationResult:
         return (self._need_decision().decision == self.labels).double().mean()
 
     def steps_to_accuracy(self, target: float, stay: bool = True) -> int | None:
-        """See :func:`snntorch_weighted.metrics.steps_to_accuracy` (needs labels)."""
+        """See :func:`snntorch_weighted.simulation.metrics.steps_to_accuracy` (needs labels)."""
         if self.accuracy is None:
             raise ValueError("no accuracy curve: pass labels to simulate")
         return steps_to_accuracy(self.accuracy, target, stay)
@@ -742,7 +745,7 @@ def simulate(
     """Run a converted SNN on a batch and measure accuracy, spikes and SynOps over time.
 
     Args:
-        snn: a :class:`~snntorch_weighted.network.SpikingNetwork` (``graph``, ``encode``,
+        snn: a :class:`~snntorch_weighted.conversion.network.SpikingNetwork` (``graph``, ``encode``,
             ``decode``, ``neurons()``, ``output_neuron``, ``coding``, ``latency``).
         inputs: values in ``[0, 1]``, ``[B, ...]`` (encoded with ``snn.encode``); moved to the
             network's device.
@@ -843,8 +846,8 @@ def simulate(
 
 
 def _radix_modules() -> tuple[type, type, type]:
-    from .neurons import RadixLeaky
-    from .radix_convert import Delay, RadixMaxPool2d
+    from ..conversion.radix import Delay, RadixMaxPool2d
+    from ..neurons.leaky import RadixLeaky
 
     return RadixLeaky, RadixMaxPool2d, Delay
 
@@ -1069,7 +1072,7 @@ def radix_shortcut(
     ``simulate(..., shortcut=True)``; never used unless asked for.
 
     Args:
-        snn: a radix :class:`~snntorch_weighted.network.SpikingNetwork`.
+        snn: a radix :class:`~snntorch_weighted.conversion.network.SpikingNetwork`.
         inputs: values in ``[0, 1]``, ``[B, ...]``.
         num_steps, labels, early_decision, record_layers, model: as :func:`simulate`.
 

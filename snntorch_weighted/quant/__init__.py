@@ -2,7 +2,8 @@
 
 :func:`prepare` turns a trained float model into its **radix twin**: a ``torch.fx`` graph that
 computes, in floating point but on integer values, exactly what the radix SNN built by
-:func:`snntorch_weighted.radix_convert.convert_radix` computes. It trains with any ordinary PyTorch
+:func:`snntorch_weighted.conversion.radix.convert_radix` computes. It trains with any ordinary
+PyTorch
 loop through straight-through estimators (STE, Yin et al. 2019); :func:`finetune` is such a loop.
 
 Integer semantics (what the twin, the SNN and the tests agree on)
@@ -69,9 +70,9 @@ import torch.distributed as dist
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, fx, nn
 
-from .calibration import calibrate, first_batch
-from .graph import UnsupportedLayerError, capture, is_add, module_of
-from .spikegen import quantize_code
+from ..conversion.calibration import calibrate, first_batch
+from ..conversion.graph import UnsupportedLayerError, capture, is_add, module_of
+from ..spikegen import quantize_code
 
 __all__ = [
     "SHIFT_MIN",
@@ -432,7 +433,8 @@ def _calibrate(gm: fx.GraphModule, data, percentile: float, progress: bool = Fal
                ) -> tuple[dict[str, float], dict[str, tuple[int, ...]]]:
     """Clip per ReLU module (percentile of its positive activations) and adaptive-pool inputs.
 
-    The clips come from :func:`snntorch_weighted.calibration.calibrate` (the same statistics as
+    The clips come from :func:`snntorch_weighted.conversion.calibration.calibrate` (the same
+    statistics as
     the weighted-spike conversion); the input shapes of adaptive pools from one batch.
     """
     scales = calibrate(gm, data, "percentile", percentile, progress=progress)
@@ -638,7 +640,7 @@ def prepare(
 
     Args:
         model: trained float model with inputs in ``[0, 1]`` (captured by
-            :func:`snntorch_weighted.graph.capture`: BatchNorm folded, Dropout removed).
+            :func:`snntorch_weighted.conversion.graph.capture`: BatchNorm folded, Dropout removed).
         num_bits: T, activation bits (= radix spike-train length), 1 .. 16.
         weight_bits: bits of the symmetric integer weights (8 in Wang et al.).
         calibration_data: input batches in ``[0, 1]`` (a tensor, an ``(x, y)`` pair, a Dataset or a
@@ -796,7 +798,7 @@ def _ddp_batches(train_data, batch_size: int, epoch: int, seed: int):
     """Batches for this process: a DistributedSampler shard when distributed."""
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-    from .train import iterate_batches
+    from ..train import iterate_batches
 
     distributed = dist.is_available() and dist.is_initialized()
     if isinstance(train_data, (tuple, list)):
@@ -884,7 +886,7 @@ def finetune(
         fine-tuning (``loss`` NaN); with ``keep_best`` every record has ``"kept"``, true for
         the epoch whose state the model ends with.
     """
-    from .train import evaluate
+    from ..train import evaluate
 
     gm = _check_prepared(model)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:

@@ -1,0 +1,7 @@
+"""Stages 4 and 5 of the pipeline: run a converted SNN over time and measure it (accuracy against
+time steps, spikes, synaptic operations, early decision)."""
+
+from . import decision, metrics
+from .runner import SimulationResult, simulate
+
+__all__ = ["SimulationResult", "decision", "metrics", "simulate"]
