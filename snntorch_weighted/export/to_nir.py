@@ -120,7 +120,7 @@ def _refuse_unsupported(net: SpikingNetwork) -> None:
         why = _refusal(gm, node, node.op == "call_module" and node.target == output)
         if why:
             problems.append(f"node '{node.name}' ({_describe(gm, node)}): {why}")
-    if problems:
+    if problems or net.coding != "rate":
         coding = (f"a {net.coding}-coded network; only rate-coded conversions export. "
                   if net.coding != "rate" else "")
         raise NIRExportError(f"cannot export to NIR faithfully ({coding}{len(problems)} "
