@@ -140,8 +140,9 @@ class NumpyNIR:
         if isinstance(node, nir.Affine | nir.Linear):
             y = x @ node.weight.astype(f64).T
             return y + node.bias.astype(f64) if isinstance(node, nir.Affine) else y
-        if isinstance(node, nir.Conv2d):
-            return _np_conv2d(x, node) + node.bias.astype(f64)[:, None, None]
+        if isinstance(node, nir.Conv1d | nir.Conv2d):
+            bias = node.bias.astype(f64)
+            return _np_conv(x, node) + bias.reshape(-1, *[1] * (x.ndim - 2))
         if isinstance(node, nir.AvgPool2d | nir.SumPool2d):
             summed = _np_sumpool(x, tuple(node.kernel_size), tuple(node.stride))
             area = np.prod(node.kernel_size)
@@ -162,20 +163,28 @@ class NumpyNIR:
         return z
 
 
-def _np_conv2d(x: np.ndarray, node) -> np.ndarray:
-    """Zero-padded 2-d convolution (groups = 1, dilation 1) by summing shifted slices."""
-    assert node.groups == 1 and tuple(np.atleast_1d(node.dilation)) in ((1,), (1, 1))
+def _np_conv(x: np.ndarray, node) -> np.ndarray:
+    """Zero-padded grouped 1-d / 2-d convolution (dilation 1) by summing shifted slices; 1-d
+    runs as 2-d with height 1."""
+    one_d = isinstance(node, nir.Conv1d)
     w = node.weight.astype(np.float64)
-    (ph, pw), (sh, sw_) = np.broadcast_to(node.padding, 2), np.broadcast_to(node.stride, 2)
+    if one_d:
+        x, w = x[:, :, None, :], w[:, :, None, :]
+    assert tuple(np.atleast_1d(node.dilation)) in ((1,), (1, 1))
+    pad, stride = (np.broadcast_to(v, 2 - one_d) for v in (node.padding, node.stride))
+    (ph, pw), (sh, sw_) = ((0, *pad), (1, *stride)) if one_d else (pad, stride)
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     kh, kw = w.shape[2:]
     oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw_ + 1
     y = np.zeros((len(x), w.shape[0], oh, ow))
-    for i in range(kh):
-        for j in range(kw):
-            patch = xp[:, :, i:i + sh * oh:sh, j:j + sw_ * ow:sw_]
-            y += np.einsum("bchw,oc->bohw", patch, w[:, :, i, j])
-    return y
+    cin, cout = w.shape[1], w.shape[0] // node.groups
+    for g in range(node.groups):
+        xg, wg = xp[:, g * cin:(g + 1) * cin], w[g * cout:(g + 1) * cout]
+        for i in range(kh):
+            for j in range(kw):
+                patch = xg[:, :, i:i + sh * oh:sh, j:j + sw_ * ow:sw_]
+                y[:, g * cout:(g + 1) * cout] += np.einsum("bchw,oc->bohw", patch, wg[:, :, i, j])
+    return y[:, :, 0] if one_d else y
 
 
 def _np_sumpool(x: np.ndarray, kernel, stride) -> np.ndarray:
@@ -201,7 +210,13 @@ def _check_nontrivial(trains: dict) -> None:
 
 # --------------------------------------------------------------------------------- round trip
 
-NETWORKS = [("mlp", ResMLP, (6,)), ("cnn", _cnn, (1, 8, 8))]
+def _conv1d() -> nn.Module:
+    return nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(),
+                         nn.Conv1d(4, 4, 3, stride=2, groups=2), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(12, 3))
+
+
+NETWORKS = [("mlp", ResMLP, (6,)), ("cnn", _cnn, (1, 8, 8)), ("conv1d", _conv1d, (2, 8))]
 
 
 @pytest.mark.parametrize(("kind", "make", "shape"), NETWORKS)
@@ -291,12 +306,13 @@ def test_divisor_override_becomes_sumpool_and_scale():
                                       ref_mems.double().numpy())
 
 
-def test_written_file_reads_back(tmp_path):
-    net, data = _convert(_cnn(), (1, 8, 8))
+@pytest.mark.parametrize(("kind", "make", "shape"), NETWORKS)
+def test_written_file_reads_back(tmp_path, kind, make, shape):
+    net, data = _convert(make(), shape)
     spikes = net.encode(data[:3], STEPS)
-    path = tmp_path / "cnn.nir"
+    path = tmp_path / f"{kind}.nir"
     nir.write(path, export_nir(net, spikes[0]))
-    _, outs = _run_imported(nir.read(path), spikes)
+    _, outs = _run_imported(str(path), spikes)
     _, ref_mems = _run_converted(net, spikes)
     assert torch.equal(outs, ref_mems)
 

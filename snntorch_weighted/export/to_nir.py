@@ -372,13 +372,17 @@ class _Writer:
                 else np.zeros(weight.shape[0], dtype=weight.dtype))
         padding = conv.padding if isinstance(conv.padding, str) else tuple(conv.padding)
         if isinstance(conv, nn.Conv1d):
-            return self.nir.Conv1d(input_shape=in_shape[-1], weight=weight,
+            node = self.nir.Conv1d(input_shape=in_shape[-1], weight=weight,
                                    stride=conv.stride[0],
                                    padding=padding if isinstance(padding, str) else padding[0],
                                    dilation=conv.dilation[0], groups=conv.groups, bias=bias)
-        return self.nir.Conv2d(input_shape=tuple(in_shape[-2:]), weight=weight,
-                               stride=tuple(conv.stride), padding=padding,
-                               dilation=tuple(conv.dilation), groups=conv.groups, bias=bias)
+        else:
+            node = self.nir.Conv2d(input_shape=tuple(in_shape[-2:]), weight=weight,
+                                   stride=tuple(conv.stride), padding=padding,
+                                   dilation=tuple(conv.dilation), groups=conv.groups, bias=bias)
+        # nir 1.0.8 types the input with weight.shape[1] = C_in / groups channels: the true one
+        node.input_type = {"input": np.array(in_shape)}
+        return node
 
     def _pool(self, name, pool, inputs, in_shape, out_shape):
         """``AvgPool2d`` (``SumPool2d`` then ``Scale`` for a ``divisor_override``)."""
