@@ -401,6 +401,8 @@ def test_bad_arguments():
         export_nir(net.graph, data[:1])
     with pytest.raises(TypeError, match="batch dimension"):
         export_nir(net, data[0])
+    with pytest.raises(ValueError, match=r"sample of shape \(1, 5\) does not fit"):
+        export_nir(net, data[:1, :5])
 
 
 def test_add_of_a_node_with_itself_is_refused():

@@ -273,8 +273,12 @@ def _shapes(gm: fx.GraphModule, sample: Tensor) -> dict[str, tuple[int, ...]]:
     x = torch.zeros(sample.shape, dtype=reference.dtype if reference is not None else None,
                     device=reference.device if reference is not None else None)
     run = _ShapeRun(gm)
-    with torch.no_grad():
-        run.run(x)
+    try:
+        with torch.no_grad():
+            run.run(x)
+    except RuntimeError as err:
+        raise ValueError(f"sample of shape {tuple(sample.shape)} does not fit the network: "
+                         f"{err}") from err
     return run.shapes
 
 
@@ -358,11 +362,13 @@ class _Writer:
             raise NIRExportError(f"node '{name}': {type(module).__name__} is not mapped")
 
     def _neuron(self, node: fx.Node, neuron: snn.Leaky, shape: tuple[int, ...]):
-        dtype = neuron.threshold.dtype if neuron.threshold.is_floating_point() else None
-        ones = np.ones(shape, dtype=_numpy(torch.zeros((), dtype=dtype)).dtype)
+        threshold = neuron.threshold.detach()
+        if not threshold.is_floating_point():
+            threshold = threshold.to(torch.get_default_dtype())
+        ones = np.ones(shape, dtype=_numpy(threshold).dtype)
         if node.target == self.net._output_name:
             return self.nir.I(r=ones, metadata={"dt": 1.0, "role": "output integrator"})
-        threshold = np.broadcast_to(_numpy(neuron.threshold), shape).astype(ones.dtype)
+        threshold = np.broadcast_to(_numpy(threshold), shape).copy()
         return self.nir.IF(r=ones, v_threshold=threshold, v_reset=np.zeros_like(ones),
                            metadata={"reset": "subtract", "dt": 1.0})
 
