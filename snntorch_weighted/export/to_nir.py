@@ -4,22 +4,17 @@
 ``torch.fx`` step graph of a :class:`~snntorch_weighted.SpikingNetwork` from
 ``sw.convert(..., coding="rate")`` node by node:
 
-============================================  ================================================
-graph node                                    NIR node
-============================================  ================================================
-input spikes of one step                      ``Input`` (per-sample shape of ``sample``)
-``nn.Linear``                                 ``Affine`` (``Linear`` without bias)
-``nn.Conv1d`` / ``nn.Conv2d``                 ``Conv1d`` / ``Conv2d`` (zero bias if none)
-``nn.AvgPool2d``                              ``AvgPool2d`` (``SumPool2d`` + ``Scale`` with a
-                                              ``divisor_override``)
-``nn.AdaptiveAvgPool2d``                      ``AvgPool2d`` (input size a multiple of output)
-``nn.Flatten``                                ``Flatten`` (batch dimension dropped)
-:class:`~snntorch_weighted.conversion.layers.Scale`  ``Scale`` (per element)
-residual ``a + b``                            both edges into the consumer (NIR sums inputs)
-hidden ``snn.Leaky(beta=1, reset="subtract")``  ``IF`` (``r = 1``, per-neuron ``v_threshold``)
-output integrator (never fires)               ``I`` (``r = 1``); the graph's output is its
-                                              membrane
-============================================  ================================================
+* input spikes of one step -> ``Input`` (per-sample shape of ``sample``);
+* ``nn.Linear`` -> ``Affine`` (``Linear`` without bias); ``nn.Conv1d`` / ``nn.Conv2d`` ->
+  ``Conv1d`` / ``Conv2d`` (zero bias where there is none);
+* ``nn.AvgPool2d`` -> ``AvgPool2d`` (with a ``divisor_override``: ``SumPool2d`` then ``Scale``);
+  ``nn.AdaptiveAvgPool2d`` -> ``AvgPool2d`` (input size a multiple of the output size);
+* ``nn.Flatten`` -> ``Flatten`` (batch dimension dropped);
+  :class:`~snntorch_weighted.conversion.layers.Scale` -> ``Scale`` (one factor per element);
+* residual ``a + b`` -> both edges into the consumer (NIR sums the edges into a node);
+* hidden ``snn.Leaky(beta=1, reset_mechanism="subtract")`` -> ``IF`` (``r = 1``, one
+  ``v_threshold`` per neuron, ``v_reset = 0``, ``metadata["reset"] = "subtract"``);
+* the output integrator (never fires) -> ``I`` (``r = 1``), whose membrane is the ``Output``.
 
 **Discrete-time reading.** NIR's equations are continuous; the converted network runs in steps.
 With one step as the time unit (``dt = 1``) and spikes as unit impulses, NIR's ``IF``
