@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import quant, spikegen
 from .conversion import SpikingNetwork, UnsupportedLayerError, convert
+from .export import NIRExportError, export_nir, import_nir
 from .neurons import RadixLeaky, WeightedLeaky, reset
 from .simulation import SimulationResult, decision, metrics, simulate
 
@@ -23,6 +24,9 @@ __all__ = [
     "SimulationResult",
     "SpikingNetwork",
     "UnsupportedLayerError",
+    "export_nir",
+    "import_nir",
+    "NIRExportError",
     "quant",
     "metrics",
     "decision",
