@@ -7,7 +7,8 @@ needs, so memory is bounded by one batch:
 
 * per step, summed over all samples: correct predictions (the accuracy-vs-time curve, Kim
   eq. 15-17), hidden spikes and SynOps per layer, input spikes (``[T]`` each);
-* per sample (``[N]``): label, final prediction, total spikes and SynOps and, for every early
+* per sample (``[N]``): label, final prediction and read-out membrane (``[N, C]``), total spikes
+  and SynOps and, for every early
   decision setting ``(theta, T1)`` (Kim Algorithm 1), the decision, its time and the spikes /
   SynOps up to it;
 * the output membranes ``[T, N, C]`` only when asked (``keep_readout=True``).
@@ -73,6 +74,7 @@ class EvaluationResult:
         correct: correct predictions per step, summed over the samples, ``[T]`` (``long``).
         labels: label per sample, ``[N]``.
         final_predictions: prediction after the last step per sample, ``[N]``.
+        final_readout: the read-out membrane after the last step per sample, ``[N, C]``.
         spikes: per hidden neuron layer, spikes per step summed over the samples, ``[T]``.
         synops: per spike source (``"input"`` included), SynOps per step summed, ``[T]``.
         input_spikes: input spikes per step summed over the samples, ``[T]``.
@@ -93,6 +95,7 @@ class EvaluationResult:
     correct: Tensor
     labels: Tensor
     final_predictions: Tensor
+    final_readout: Tensor
     spikes: dict[str, Tensor]
     synops: dict[str, Tensor]
     input_spikes: Tensor
@@ -313,7 +316,8 @@ class _Totals:
                          "fanout": {n: f.cpu() for n, f in res.fanout.items()}}
         spikes, synops = res.spikes_per_step, res.synops_per_step
         for name, value in (("position", positions), ("label", res.labels),
-                            ("final", res.predictions[-1]), ("spikes", spikes.sum(0)),
+                            ("final", res.predictions[-1]), ("final_readout", res.readout[-1]),
+                            ("spikes", spikes.sum(0)),
                             ("synops", synops.sum(0))):
             self._chunk(name, value)
         for i, (theta, start) in enumerate(self.settings):
@@ -376,7 +380,8 @@ def _merge(parts: list[dict[str, Any]], settings: list[Setting], world: int,
     readout = chunks.get("readout")
     return EvaluationResult(
         coding=meta["coding"], num_steps=steps, num_samples=count, correct=sums["correct"],
-        labels=chunks["label"], final_predictions=chunks["final"], spikes=sums["spikes"],
+        labels=chunks["label"], final_predictions=chunks["final"],
+        final_readout=chunks["final_readout"], spikes=sums["spikes"],
         synops=sums["synops"], input_spikes=sums["input_spikes"], total_spikes=chunks["spikes"],
         total_synops=chunks["synops"], num_neurons=meta["num_neurons"], fanout=meta["fanout"],
         ann_macs=meta["ann_macs"], decisions=decisions, decision_spikes=dec_spikes,
