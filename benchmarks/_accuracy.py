@@ -69,17 +69,18 @@ class NetSetting:
 
 def _pretrained(name: str) -> tuple[nn.Module, dict[str, Any]]:
     """``models.pretrained(name)`` and its manifest, or a clear exit naming the fallback."""
-    hint = ("or run with --retrain to train the ANN with this script's short recipe instead "
+    hint = ("run with --retrain to train the ANN with this script's short recipe instead "
             "(not the paper-scale reference)")
     loader = getattr(models, "pretrained", None)
     if loader is None:
-        raise SystemExit("snntorch_weighted.models.pretrained is missing in this checkout, so "
-                         f"there are no committed reference weights for {name!r}: {hint}")
+        raise SystemExit("snntorch_weighted.models.pretrained is missing in this checkout (no "
+                         f"committed reference weights for {name!r}): {hint}")
     try:
         model = loader(name)
         manifest = models.read_manifest(name) if hasattr(models, "read_manifest") else {}
     except (RuntimeError, ValueError, FileNotFoundError) as err:  # PretrainedWeightsError too
-        raise SystemExit(f"cannot load the reference weights of {name!r}: {err}; {hint}") from err
+        raise SystemExit(f"cannot load the reference weights of {name!r}: {err}. "
+                         f"Alternatively {hint}") from err
     return model.eval(), manifest
 
 

@@ -212,8 +212,11 @@ def radix_section(rows: list[dict[str, Any]], names: tuple[str, str], output: Pa
 def ann_table(anns: dict[str, dict[str, Any]]) -> str:
     """Markdown table of the ANNs (accuracy on the whole test set)."""
     head = ["net", "weights", "test images", "test acc (%)", "manifest acc (%)", "MACs/img"]
-    rows = [[n, a["info"]["source"], a["images"], pct(a["test_acc"]),
-             a["info"].get("test_accuracy_percent"), a["macs"]] for n, a in anns.items()]
+    rows = []
+    for name, a in anns.items():
+        manifest = a["info"].get("test_accuracy_percent")
+        rows.append([name, a["info"]["source"], a["images"], pct(a["test_acc"]),
+                     None if manifest is None else f"{manifest:.2f}", a["macs"]])
     return markdown_table(head, rows, "{:.0f}")
 
 

@@ -259,7 +259,7 @@ def test_progress_bar(data, nets, capsys) -> None:
     x, y = data
     snn, steps = nets["weighted"]
     batches = [(x[:10], y[:10]), (x[10:], y[10:])]
-    evaluate(snn, batches, steps, progress=True)
-    assert "evaluate" in capsys.readouterr().err
+    evaluate(snn, batches, steps, progress=True, desc="weighted SNN")
+    assert "weighted SNN" in capsys.readouterr().err
     evaluate(snn, batches, steps, progress=False)
     assert capsys.readouterr().err == ""

@@ -414,12 +414,12 @@ def _device(snn: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _progress(batches: Iterable, progress: bool | None, rank: int) -> Any:
+def _progress(batches: Iterable, progress: bool | None, rank: int, desc: str) -> Any:
     from tqdm.auto import tqdm
 
     total = len(batches) if hasattr(batches, "__len__") else None
     disable = True if rank != 0 or progress is False else (None if progress is None else False)
-    return tqdm(batches, total=total, desc="evaluate", unit="batch", disable=disable,
+    return tqdm(batches, total=total, desc=desc, unit="batch", disable=disable,
                 dynamic_ncols=True)
 
 
@@ -430,6 +430,7 @@ def evaluate(
     num_steps: int | None = None,
     *,
     progress: bool | None = None,
+    desc: str = "evaluate",
     seed: int = 0,
     skip_periods: int | None = None,
     early_decision: Setting | Sequence[Setting] | None = None,
@@ -447,6 +448,7 @@ def evaluate(
             ``[0, 1]``. Under ``torch.distributed`` see the module docs for the sharding.
         num_steps: T; defaults to ``snn.latency`` for radix, required otherwise.
         progress: tqdm bar over the batches (rank 0 only); ``None``: only on a terminal.
+        desc: the bar's label.
         seed: seed of the rate-coded input trains (per sample, :func:`rate_train`).
         skip_periods, fold, chunk_size, shortcut: passed to
             :func:`~snntorch_weighted.simulation.runner.simulate` for every batch.
@@ -470,7 +472,7 @@ def evaluate(
     rank, world = _world()
     started = time.perf_counter()
     totals = _Totals(settings, keep_readout)
-    shard, dataset_size = _shard(batches, _progress(batches, progress, rank), rank, world)
+    shard, dataset_size = _shard(batches, _progress(batches, progress, rank, desc), rank, world)
     device = _device(snn)
     for x, y, positions in shard:
         if coding == "rate":
