@@ -199,10 +199,10 @@ def radix_section(rows: list[dict[str, Any]], names: tuple[str, str], output: Pa
         "### Radix encoding (Wang et al.)",
         recipe + " *Bit-exact* = fraction of images whose SNN output integers equal the "
         "quantised twin's (`quant.integer_activations`, float64); the step-by-step simulation "
-        "runs on a fixed random subset, the exact per-period shortcut "
-        "(`evaluate(..., shortcut=True)`) on every test image. Operation counts per image: "
-        "*measured* SynOps = spikes x fan-out in the last pipelined period (input included); "
-        "*eq. 24* = sum N*M*T = ANN MACs x T.",
+        "runs on a fixed random subset of them, the exact per-period shortcut "
+        "(`evaluate(..., shortcut=True)`) on all of the row's test images. Operation counts per "
+        "image: *measured* SynOps = spikes x fan-out in the last pipelined period (input "
+        "included); *eq. 24* = sum N*M*T = ANN MACs x T.",
         f"![radix accuracy vs T]({relative_link(png, output)})",
         markdown_table(head, table, "{:.4g}"),
         WANG_TABLE2,
