@@ -39,7 +39,14 @@ same as one process gives. How the batches are sharded:
   and skipped.
 
 Positions are in the sampler's order (the dataset's order with ``shuffle=False``, which is what a
-single process evaluating the unsharded loader sees).
+single process evaluating the unsharded loader sees). Example, ``torchrun --nproc_per_node 4
+eval.py`` (NCCL's ``all_gather_object`` needs each rank's current CUDA device set)::
+
+    dist.init_process_group("nccl")
+    torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    sampler = DistributedSampler(test_set, shuffle=False)
+    loader = DataLoader(test_set, batch_size=64, sampler=sampler, num_workers=8)
+    result = evaluate(snn.cuda(), loader, 256)  # the same on every rank
 """
 
 from __future__ import annotations
