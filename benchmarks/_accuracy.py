@@ -1,11 +1,12 @@
-"""Helpers shared by the accuracy benchmarks (``fashion_mnist.py``, ``cifar10.py``).
+"""Computations shared by the accuracy benchmarks (``fashion_mnist.py``, ``cifar10.py``).
 
-Both scripts follow the same plan: train (or load) an ANN, simulate its weighted-spike and
-rate-coded SNNs on a test subset (:class:`Run`, :func:`run_snn`), measure when they reach the
-ANN's accuracy (:func:`reach`, :func:`reach_rows`, :func:`ratio_rows`) and Kim et al.'s early
-decision (:func:`decision_rows`), then quantise + fine-tune + convert to radix SNNs
-(:func:`radix_benchmark`, :func:`radix_exactness`). The dataset-specific text and tables stay in
-the scripts; this module holds the computations and the generic report pieces.
+Both scripts follow the same plan: load the committed reference ANN
+(:func:`reference_ann`: ``snntorch_weighted.models.pretrained(name)``, or with ``--retrain`` the
+script's own short training), simulate its weighted-spike and rate-coded SNNs over test images
+with :func:`snntorch_weighted.simulation.evaluate.evaluate` (:func:`coding_runs`), measure when
+they reach the ANN's accuracy on the same images (:func:`reach`, Kim Table 2) and Kim et al.'s
+early decision, then quantise + fine-tune + convert to radix SNNs (:func:`radix_benchmark`).
+Markdown pieces are in ``_report.py``.
 """
 
 from __future__ import annotations
@@ -13,79 +14,146 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from _common import Timer, load_or_train, log
-from plots import RESULTS_DIR, plot_accuracy_vs_steps, plot_spikes_vs_accuracy
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
-from snntorch_weighted import quant
+from snntorch_weighted import models, quant
 from snntorch_weighted.conversion.convert import convert
-from snntorch_weighted.simulation.decision import early_decision, gather_at_time
+from snntorch_weighted.data import as_tensors, subset
+from snntorch_weighted.simulation.evaluate import EvaluationResult, evaluate
 from snntorch_weighted.simulation.metrics import ann_macs, steps_to_accuracy
-from snntorch_weighted.simulation.runner import simulate
-from snntorch_weighted.train import evaluate, train_ann
+from snntorch_weighted.train import evaluate as ann_accuracy
+from snntorch_weighted.train import train_ann
 
 __all__ = [
+    "NetSetting",
     "Reach",
     "Run",
-    "command_line",
-    "curve_rows",
-    "decision_rows",
-    "net_plots",
-    "pct",
+    "ann_on",
+    "coding_runs",
+    "images",
+    "input_divisor",
     "radix_benchmark",
-    "radix_exactness",
-    "ratio",
-    "ratio_rows",
     "reach",
-    "reach_rows",
-    "run_snn",
-    "save_json",
-    "train_or_load",
-    "finetune_recipe",
-    "held_out",
+    "reference_ann",
+    "rescaled",
 ]
+
+TOLERANCES = (0.01, 0.001, 0.0)  # Kim Table 2: < 1 %p, < 0.1 %p, 0 %p below the ANN
+TRAIN_BUDGET = 512 * 2**20  # bytes of one batch's input spike train (float32)
+
+
+@dataclass(frozen=True)
+class NetSetting:
+    """A paper network: builder, skipped output periods (Kim Fig. 11), the K Kim used, weighted
+    steps, and Kim's Table 2 row (latency then spike reduction at < 1, < 0.1, 0 %p)."""
+
+    factory: Callable[[], nn.Module]
+    skip: int
+    paper_k: int
+    steps: int
+    kim_table2: tuple[str, ...]
+    kim_name: str
 
 
 # --------------------------------------------------------------------------- ANN
 
 
-def train_or_load(
-    factory: Callable[[], nn.Module],
-    key: str,
-    config: dict[str, Any],
-    train_set: Any,
-    args: argparse.Namespace,
-    **train_kw: Any,
-) -> tuple[nn.Module, dict]:
-    """The trained ANN (from the checkpoint cache when possible) and its training info.
+def _pretrained(name: str) -> tuple[nn.Module, dict[str, Any]]:
+    """``models.pretrained(name)`` and its manifest, or a clear exit naming the fallback."""
+    hint = ("run with --retrain to train the ANN with this script's short recipe instead "
+            "(not the paper-scale reference)")
+    loader = getattr(models, "pretrained", None)
+    if loader is None:
+        raise SystemExit("snntorch_weighted.models.pretrained is missing in this checkout (no "
+                         f"committed reference weights for {name!r}): {hint}")
+    try:
+        model = loader(name)
+        manifest = models.read_manifest(name) if hasattr(models, "read_manifest") else {}
+    except (RuntimeError, ValueError, FileNotFoundError) as err:  # PretrainedWeightsError too
+        raise SystemExit(f"cannot load the reference weights of {name!r}: {err}. "
+                         f"Alternatively {hint}") from err
+    return model.eval(), manifest
 
-    ``factory`` builds the untrained network (after seeding with ``args.seed``); ``config`` is
-    the checkpoint cache key and must hold ``lr`` and ``batch_size``. Training runs
-    :func:`~snntorch_weighted.train.train_ann` for ``args.epochs`` epochs with ``train_kw`` as
-    extra options (e.g. ``augment="cifar"``). ``info`` gets ``cached`` and ``checkpoint_config``.
-    """
+
+def input_divisor(names: Sequence[str], args: argparse.Namespace) -> float:
+    """``uint8`` pixel divisor the ANNs expect: their manifests' (256 for the reference
+    recipe, Kim's range ``[0, 1 - 2**-8]``), or 255 for the script's own training."""
+    if args.retrain:
+        return 255.0
+    found = {float(_pretrained(n)[1].get("recipe", {}).get("pixel_divisor", 255.0))
+             for n in names}
+    if len(found) != 1:
+        raise SystemExit(f"the reference nets {list(names)} expect different inputs: {found}")
+    return found.pop()
+
+
+def rescaled(data: Dataset, divisor: float) -> Dataset:
+    """``data`` read as ``uint8 / divisor`` (unchanged for 255)."""
+    if divisor == 255.0:
+        return data
+    if not hasattr(data, "rescaled"):
+        raise SystemExit(f"the weights expect pixels / {divisor:g}, but this checkout's "
+                         "data.ImageDataset cannot rescale (merge the reference-training code)")
+    return data.rescaled(divisor)
+
+
+def reference_ann(name: str, setting: NetSetting, key: str, config: dict[str, Any],
+                  train_set: Any, args: argparse.Namespace, **train_kw: Any
+                  ) -> tuple[nn.Module, dict[str, Any]]:
+    """The committed reference ANN, or with ``--retrain`` the script's own training (cached
+    by ``config``; ``--fresh`` ignores the cache). ``info["source"]`` says which, and
+    ``info["ann_key"]`` identifies the weights (the radix fine-tunings' cache key)."""
+    if not args.retrain:
+        model, manifest = _pretrained(name)
+        keep = ("command", "epochs", "seed", "test_images", "test_accuracy_percent", "sha256",
+                "date", "input")
+        info = {k: manifest[k] for k in keep if k in manifest}
+        info["source"] = f"committed `models.pretrained({name!r})`"
+        info["ann_key"] = f"pretrained {name} sha256 {manifest.get('sha256')}"
+        return model, info
     torch.manual_seed(args.seed)
-    model = factory()
+    model = setting.factory()
 
     def train(m: nn.Module) -> dict[str, Any]:
         start = time.perf_counter()
-        history = train_ann(
-            m, train_set, epochs=args.epochs, lr=config["lr"], batch_size=config["batch_size"],
-            device=args.device, seed=args.seed, progress=False, **train_kw,
-        )  # fmt: skip
+        history = train_ann(m, train_set, epochs=args.epochs, lr=config["lr"],
+                            batch_size=config["batch_size"], device=args.device, seed=args.seed,
+                            progress=False, **train_kw)  # fmt: skip
         return {"history": history.as_dict(), "train_seconds": time.perf_counter() - start}
 
-    model, info, cached = load_or_train(model, key, config, train, args.cache_dir, args.retrain)
-    info["cached"] = cached
-    info["checkpoint_config"] = config
+    model, info, cached = load_or_train(model, key, config, train, args.cache_dir, args.fresh)
+    info["source"] = ("cached (--retrain, this script's recipe)" if cached
+                      else "trained in this run (--retrain, this script's recipe)")
+    info["ann_key"] = json.dumps(config, sort_keys=True)
     return model, info
+
+
+# --------------------------------------------------------------------------- images
+
+
+def images(data: Dataset, n: int, seed: int) -> Dataset:
+    """All of ``data`` when ``n >= len(data)``, else a fixed random subset of ``n`` images."""
+    return data if n >= len(data) else subset(data, n, seed)
+
+
+def ann_on(model: nn.Module, data: Dataset) -> int:
+    """Images of ``data`` the ANN classifies correctly."""
+    return round(ann_accuracy(model, data) * len(data))
+
+
+def batch_size(limit: int, steps: int, sample: Tensor) -> int:
+    """At most ``limit`` images, and one batch's input train at most :data:`TRAIN_BUDGET`."""
+    per_image = steps * sample.numel() * 4
+    return max(1, min(limit, TRAIN_BUDGET // per_image))
 
 
 # --------------------------------------------------------------------------- simulation
@@ -93,44 +161,74 @@ def train_or_load(
 
 @dataclass
 class Run:
-    """One SNN configuration simulated on a test subset (batches concatenated)."""
+    """One SNN configuration evaluated on ``result.num_samples`` test images."""
 
     label: str
-    steps: int
-    accuracy: Tensor  # [T] fraction correct per step
-    spikes: Tensor  # [T, N] hidden-neuron spikes per step and sample (input excluded)
-    synops: Tensor  # [T, N] synaptic operations per step and sample (input included)
-    readout: Tensor  # [T, N, C] output membranes (for the early decision)
-    seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    result: EvaluationResult
+    ann_correct: int  # the ANN on the same images (the target)
+    paper_k: bool = False  # the run with Kim's K (its early decisions are reported)
+
+    @property
+    def images(self) -> int:
+        return self.result.num_samples
+
+    @property
+    def steps(self) -> int:
+        return self.result.num_steps
+
+    @property
+    def accuracy(self) -> Tensor:
+        return self.result.accuracy
+
+    @property
+    def ann_acc(self) -> float:
+        return self.ann_correct / self.images
+
+    @property
+    def seconds(self) -> float:
+        return self.result.seconds
 
     def cum_spikes(self) -> Tensor:
         """Mean hidden spikes per image up to each step, ``[T]``."""
-        return self.spikes.double().mean(1).cumsum(0)
-
-    def cum_synops(self) -> Tensor:
-        """Mean SynOps per image up to each step, ``[T]``."""
-        return self.synops.double().mean(1).cumsum(0)
+        return self.result.cum_spikes
 
 
-def run_snn(
-    label: str, snn: nn.Module, x: Tensor, y: Tensor, steps: int, batch: int, **kw: Any
-) -> Run:
-    """``simulate`` over ``x`` in batches of ``batch`` images; curves are over all images."""
-    correct, spikes, synops, readout = [], [], [], []
-    with Timer() as timer:
-        for start in range(0, x.shape[0], batch):
-            xb, yb = x[start : start + batch], y[start : start + batch]
-            res = simulate(snn, xb, steps, labels=yb, fold="auto", **kw)
-            correct.append((res.predictions == res.labels).sum(1).double())
-            spikes.append(res.spikes_per_step.cpu())
-            synops.append(res.synops_per_step.cpu())
-            readout.append(res.readout.float().cpu())
-    accuracy = torch.stack(correct).sum(0) / x.shape[0]
-    log(f"  {label}: {steps} steps on {x.shape[0]} images in {timer.seconds:.1f} s, "
-        f"final acc {float(accuracy[-1]):.4f}")  # fmt: skip
-    return Run(label, steps, accuracy.cpu(), torch.cat(spikes, 1), torch.cat(synops, 1),
-               torch.cat(readout, 1), timer.seconds)  # fmt: skip
+def run_snn(label: str, snn: nn.Module, data: Dataset, steps: int, model: nn.Module,
+            args: argparse.Namespace, **kw: Any) -> Run:
+    """``evaluate`` over ``data`` (DataLoader batches); the ANN's correct count on it."""
+    batch = batch_size(args.batch, steps, data[0][0])
+    result = evaluate(snn, DataLoader(data, batch_size=batch), steps, seed=args.seed,
+                      progress=args.progress, **kw)
+    log(f"  {label}: {steps} steps on {result.num_samples} images in {result.seconds:.1f} s "
+        f"(batch {batch}), final acc {float(result.accuracy[-1]):.4f}")
+    return Run(label, result, ann_on(model, data))
+
+
+def coding_runs(name: str, setting: NetSetting, model: nn.Module, args: argparse.Namespace,
+                calib: Tensor, test: Dataset) -> dict[str, Any]:
+    """Weighted SNNs (each K of ``args.phases``, Kim's skipped periods) on
+    ``args.weighted_images`` and the rate SNN on ``args.rate_images`` test images; Kim's early
+    decision (every theta, T1 = skip * K + 1) on the run with Kim's K."""
+    steps = args.weighted_steps or setting.steps
+    skip = args.skip.get(name, setting.skip)
+    weighted_set = images(test, args.weighted_images, args.seed)
+    runs = []
+    for k in args.phases:
+        snn = convert(model, calib, coding="weighted", num_phases=k, skip_periods=skip,
+                      progress=False)
+        start = skip * k + 1
+        settings = [(float(t), start) for t in args.thetas] if k == setting.paper_k else None
+        if settings and start > steps:
+            raise SystemExit(f"{name}: T1 = {start} is beyond the {steps} weighted steps")
+        run = run_snn(f"weighted K={k}, skip {skip}", snn, weighted_set, steps, model, args,
+                      early_decision=settings)
+        run.paper_k = bool(settings)
+        runs.append(run)
+    rate = convert(model, calib, coding="rate", progress=False)
+    runs.append(run_snn("rate", rate, images(test, args.rate_images, args.seed),
+                        args.rate_steps, model, args))
+    return {"runs": runs, "skip": skip, "steps": steps,
+            "found": {(r.label, tol): reach(r, tol) for r in runs for tol in TOLERANCES}}
 
 
 # --------------------------------------------------------------------------- reaching the ANN
@@ -138,7 +236,7 @@ def run_snn(
 
 @dataclass
 class Reach:
-    """When a run reaches ``ANN - tolerance`` (``step`` None: not within its window)."""
+    """When a run reaches ``ANN - tolerance`` on its images (``step`` None: not in its window)."""
 
     step: int | None
     spikes: float | None  # hidden spikes per image up to ``step``
@@ -146,44 +244,18 @@ class Reach:
     window_spikes: float  # hidden spikes per image over the whole window
 
 
-def reach(run: Run, target: float) -> Reach:
-    """Steps (accuracy stays >= target until the window's end) and spikes up to them."""
-    step = steps_to_accuracy(run.accuracy, target)
+def reach(run: Run, tolerance: float) -> Reach:
+    """First step from which the correct count stays >= the ANN's minus ``tolerance`` of the
+    images (counted in images, so 0 %p means at least as many correct as the ANN)."""
+    target = run.ann_correct - tolerance * run.images - 1e-9
+    step = steps_to_accuracy(run.result.correct.double(), target)
     cum = run.cum_spikes()
-    spikes = None if step is None else float(cum[step - 1])
-    return Reach(step, spikes, run.steps, float(cum[-1]))
+    return Reach(step, None if step is None else float(cum[step - 1]), run.steps,
+                 float(cum[-1]))
 
 
-def reach_rows(
-    runs: Sequence[Run],
-    found: dict[tuple[str, float], Reach],
-    tolerances: Sequence[float],
-    show_window: bool = True,
-) -> list[list[Any]]:
-    """One row per run: final accuracy (%), then steps / spikes to reach each tolerance.
-
-    ``found`` maps ``(label, tolerance)`` to :func:`reach`'s result. A target not reached is
-    shown as ``> window`` (steps) and ``> window spikes`` when ``show_window``, else as None.
-    """
-    rows = []
-    for run in runs:
-        row: list[Any] = [run.label, pct(float(run.accuracy[-1]))]
-        for tol in tolerances:
-            r = found[(run.label, tol)]
-            if r.step is not None or not show_window:
-                row += [r.step, r.spikes]
-            else:
-                row += [f"> {r.window}", f"> {r.window_spikes:.4g}"]
-        rows.append(row)
-    return rows
-
-
-def ratio(rate: Reach, weighted: Reach, kind: str, bound_prefix: str = "> ") -> str:
-    """rate / weighted steps or spikes (``kind``); a lower bound when rate never got there.
-
-    The lower bound uses rate coding's window (or its spikes over the whole window) and is
-    written with ``bound_prefix``; ``-`` when the weighted run did not get there either.
-    """
+def ratio(rate: Reach, weighted: Reach, kind: str) -> str:
+    """rate / weighted steps or spikes (``kind``); ``> r`` when rate never got there."""
     if weighted.step is None:
         return "-"
     if kind == "steps":
@@ -192,223 +264,186 @@ def ratio(rate: Reach, weighted: Reach, kind: str, bound_prefix: str = "> ") -> 
         num, den, bound = rate.spikes, weighted.spikes, rate.window_spikes
     if not den:
         return "-"
-    if num is None:
-        return f"{bound_prefix}{bound / den:.1f}x"
-    return f"{num / den:.1f}x"
+    return f"> {bound / den:.1f}x" if num is None else f"{num / den:.1f}x"
 
 
-def ratio_rows(
-    found: dict[tuple[str, float], Reach],
-    weighted_labels: Sequence[str],
-    tolerances: Sequence[float],
-    rate_label: str = "rate",
-    bound_prefix: str = "> ",
-) -> list[list[Any]]:
-    """Kim Table 2: latency, then spike reduction (rate / weighted) at each tolerance.
-
-    One row per weighted run in ``weighted_labels``; columns in the order of ``tolerances``.
-    """
+def decisions(run: Run) -> list[dict[str, Any]]:
+    """Kim Algorithm 1 over all of the run's images, one row per theta (Kim Fig. 12-13)."""
+    res = run.result
+    full = float(res.cum_spikes[-1])
     rows = []
-    for label in weighted_labels:
-        row: list[Any] = [label]
-        for kind in ("steps", "spikes"):
-            for tol in tolerances:
-                row.append(ratio(found[(rate_label, tol)], found[(label, tol)], kind,
-                                 bound_prefix))  # fmt: skip
-        rows.append(row)
-    return rows
-
-
-def decision_rows(run: Run, y: Tensor, thetas: Sequence[float], start: int) -> list[list[Any]]:
-    """Kim Algorithm 1 on a run's recorded membranes for several thetas (Fig. 12 trade-off)."""
-    full_spikes = float(run.cum_spikes()[-1])
-    rows = []
-    for theta in thetas:
-        dec = early_decision(run.readout, float(theta), start_step=start)
-        acc = float((dec.decision == y).double().mean())
-        spk = float(gather_at_time(run.spikes, dec.time).double().mean())
-        rows.append([theta, f"{100 * acc:.2f}", float(dec.mean_time()), int(dec.time.max()),
-                     f"{100 * float(dec.decided.double().mean()):.1f}", spk,
-                     f"{100 * (1 - spk / full_spikes):.0f}"])  # fmt: skip
-    rows.append(["none (all steps)", f"{100 * float(run.accuracy[-1]):.2f}", float(run.steps),
-                 run.steps, "-", full_spikes, "0"])  # fmt: skip
+    for (theta, start), dec in res.decisions.items():
+        correct = int((dec.decision == res.labels).sum())
+        spikes = float(res.decision_spikes[(theta, start)].double().mean())
+        rows.append({"theta": theta, "start": start, "accuracy": correct / res.num_samples,
+                     "delta": (correct - run.ann_correct) / res.num_samples,
+                     "mean_step": float(dec.mean_time()), "last_step": int(dec.time.max()),
+                     "decided": float(dec.decided.double().mean()), "spikes": spikes,
+                     "saving": 1 - spikes / full if full else 0.0})
     return rows
 
 
 # --------------------------------------------------------------------------- radix
 
 
-def radix_benchmark(
-    name: str,
-    model: nn.Module,
-    args: argparse.Namespace,
-    data: dict[str, Any],
-    float_acc: float,
-    cache: tuple[str, str],
-    finetune_size: tuple[int, int],
-    lr: float,
-) -> list[dict[str, Any]]:
-    """Prepare + fine-tune + convert for each T in ``args.bits``: accuracies, bit-exactness, ops.
+def twin_integers(twin: nn.Module, data: Dataset, batch: int) -> Tensor:
+    """The quantised twin's output integers ``[N, C]`` (float64, batch by batch)."""
+    exact = copy.deepcopy(twin).double().eval()
+    parts = [quant.integer_activations(exact, x.double())["output_quant"].long()
+             for x, _ in DataLoader(data, batch_size=batch)]
+    return torch.cat(parts)
 
-    ``data`` holds ``calib`` (calibration images), ``ft_set`` (fine-tuning set), ``val``
-    (held-out training images, evaluated before and after every epoch), ``test`` (anything
-    :func:`~snntorch_weighted.train.evaluate` takes) and ``exact`` (``(x, y)`` for the radix
-    SNN). ``cache`` is ``(ANN cache key, checkpoint name prefix)``, ``finetune_size`` is
-    ``(samples, epochs)`` of the fine-tuning, ``lr`` its learning rate. The fine-tuning distils
-    the float ANN (``quant.finetune(teacher=...)``).
+
+def radix_exactness(prepared: nn.Module, test: Dataset, args: argparse.Namespace,
+                    macs: int) -> dict[str, Any]:
+    """The radix SNN step by step on ``args.radix_step_images`` images and through the exact
+    shortcut on all of ``test``: accuracy, fraction of images whose output integers equal the
+    twin's, and operation counts per image of the last (pipelined) period."""
+    twin = quant.twin(prepared)
+    bits = twin.get_submodule("input_quant").num_bits
+    snn = convert(prepared, None, coding="radix", num_bits=bits)
+    step_set = images(test, args.radix_step_images, args.seed)
+    out: dict[str, Any] = {"latency": int(snn.latency), "eq24_ops": macs * bits,
+                           "ann_macs": macs}
+    for key, data, kw in (("step", step_set, {}), ("shortcut", test, {"shortcut": True})):
+        res = evaluate(snn, DataLoader(data, batch_size=args.batch), progress=args.progress, **kw)
+        agree = res.final_readout.round().long() == twin_integers(twin, data, args.batch)
+        out[key] = {"images": res.num_samples, "accuracy": float(res.accuracy[-1]),
+                    "agreement": float(agree.all(1).double().mean()), "seconds": res.seconds}
+        if key == "step":
+            last = slice(res.num_steps - bits, res.num_steps)
+            out["spikes_per_period"] = float(res.spikes_per_image[last].sum())
+            out["synops_per_period"] = float(res.synops_per_image[last].sum())
+    return out
+
+
+def radix_benchmark(name: str, model: nn.Module, args: argparse.Namespace,
+                    data: dict[str, Any], ann_key: str, prefix: str) -> list[dict[str, Any]]:
+    """Prepare + fine-tune (cached) + convert for each T in ``args.bits``.
+
+    ``data``: ``calib`` (calibration images), ``ft_set`` (fine-tuning set), ``val`` (held-out
+    training images, evaluated before and after), ``test`` (a Dataset; the accuracies are
+    measured on ``args.radix_images`` of it, all by default). The fine-tuning distils the float
+    ANN (``quant.finetune(teacher=...)``).
     """
-    ann_key, prefix = cache
-    samples, epochs = finetune_size
-    x, y = data["exact"]
-    macs = ann_macs(model, x[:1])
+    test = images(data["test"], args.radix_images, args.seed)
+    float_acc = ann_accuracy(model, test)
+    macs = ann_macs(model, test[0][0].unsqueeze(0))
     rows = []
     for bits in args.bits:
         prepared = quant.prepare(copy.deepcopy(model), num_bits=bits,
                                  calibration_data=data["calib"])  # fmt: skip
-        ptq_acc = evaluate(prepared, data["test"])
-        config = {"ann": ann_key, "bits": bits, "samples": samples, "epochs": epochs, "lr": lr,
-                  "seed": args.seed, "teacher": "float ANN"}  # fmt: skip
+        ptq_acc = ann_accuracy(prepared, test)
+        config = {"ann": ann_key, "bits": bits, "samples": args.finetune_size,
+                  "epochs": args.finetune_epochs, "lr": args.finetune_lr, "seed": args.seed,
+                  "teacher": "float ANN"}  # fmt: skip
 
         def finetune(m: nn.Module) -> dict[str, Any]:
             start = time.perf_counter()
-            hist = quant.finetune(m, data["ft_set"], epochs=epochs, lr=lr, device=args.device,
-                                  progress=False, seed=args.seed, val_data=data["val"],
+            hist = quant.finetune(m, data["ft_set"], epochs=args.finetune_epochs,
+                                  lr=args.finetune_lr, device=args.device, progress=False,
+                                  seed=args.seed, val_data=data["val"],
                                   teacher=copy.deepcopy(model))  # fmt: skip
             return {"history": hist, "seconds": time.perf_counter() - start}
 
-        prepared, info, cached = load_or_train(
-            prepared, f"{prefix}-{name}-radix{bits}", config, finetune, args.cache_dir,
-            args.retrain,
-        )  # fmt: skip
-        qat_acc = evaluate(prepared, data["test"])
-        row = {"net": name, "bits": bits, "ptq_accuracy": ptq_acc, "accuracy": qat_acc,
-               "finetune_seconds": info.get("seconds"), "cached": cached,
-               "float_accuracy": float_acc,
+        prepared, info, cached = load_or_train(prepared, f"{prefix}-{name}-radix{bits}", config,
+                                               finetune, args.cache_dir, args.fresh)
+        with Timer() as timer:
+            qat_acc = ann_accuracy(prepared, test)
+        row = {"net": name, "bits": bits, "images": len(test), "ptq_accuracy": ptq_acc,
+               "accuracy": qat_acc, "finetune_seconds": info.get("seconds"), "cached": cached,
+               "float_accuracy": float_acc, "quant_eval_seconds": timer.seconds,
                "val_history": [h["val_acc"] for h in info["history"]]}  # fmt: skip
-        row.update(radix_exactness(prepared, x, y, macs))
-        log(f"[{name}] radix T={bits}: PTQ {ptq_acc:.4f}, fine-tuned {qat_acc:.4f} (held-out "
-            f"{row['val_history'][0]:.4f} -> {row['val_history'][-1]:.4f}), "
-            f"bit-exact {row['agreement']:.4f} ({row['sim_seconds']:.0f} s)")  # fmt: skip
+        row.update(radix_exactness(prepared, test, args, macs))
+        log(f"[{name}] radix T={bits}: PTQ {ptq_acc:.4f}, fine-tuned {qat_acc:.4f} on "
+            f"{len(test)} images; SNN step by step {row['step']['accuracy']:.4f} on "
+            f"{row['step']['images']} (bit-exact {row['step']['agreement']:.4f}), shortcut "
+            f"{row['shortcut']['accuracy']:.4f} on {row['shortcut']['images']} (bit-exact "
+            f"{row['shortcut']['agreement']:.4f})")
         rows.append(row)
     return rows
 
 
-def finetune_recipe(samples: int, epochs: int, lr: float, val: int) -> str:
-    """One sentence describing the fine-tuning of :func:`radix_benchmark` (for the reports)."""
-    return (f"`quant.finetune` for {epochs} epoch(s) on {samples} training images (AdamW, lr "
-            f"{lr:g}, batch 64, cosine, distilling the float ANN: KL divergence of the softmax "
-            f"outputs, temperature 1; *held-out* = accuracy on {val} other training images "
-            "before / after)")
+def finetune_split(train: Dataset, args: argparse.Namespace) -> tuple[tuple, tuple]:
+    """Fine-tuning images and the held-out ones, a fixed random draw of the training set."""
+    x, y = as_tensors(train, args.finetune_size + args.finetune_val, seed=args.seed + 1)
+    n = args.finetune_size
+    return (x[:n], y[:n]), (x[n:], y[n:])
 
 
-def held_out(row: dict[str, Any]) -> str:
-    """``"before / after"`` held-out accuracy (%) of a radix row."""
-    hist = row["val_history"]
-    return f"{100 * hist[0]:.2f} / {100 * hist[-1]:.2f}"
+def parse_skips(values: Sequence[str]) -> dict[str, int]:
+    """``["net4=2", ...]`` -> ``{"net4": 2}`` (skipped output periods per net)."""
+    out = {}
+    for value in values:
+        name, _, periods = value.partition("=")
+        if not periods.isdigit():
+            raise SystemExit(f"--skip takes NET=PERIODS, got {value!r}")
+        out[name] = int(periods)
+    return out
 
 
-def radix_exactness(prepared: nn.Module, x: Tensor, y: Tensor, macs: int) -> dict[str, Any]:
-    """Convert ``prepared`` to a radix SNN, compare its output integers with the twin's on ``x``.
-
-    Operation counts are per image for one pipelined period (the SNN's last period, when every
-    spike source carries the codes of the image): measured event-driven SynOps and spikes, and
-    Wang et al. eq. 24 ``sum N*M*T`` (every synapse once per time step) = ANN MACs x T.
-    """
-    twin = quant.twin(prepared)
-    bits = twin.get_submodule("input_quant").num_bits
-    snn = convert(prepared, None, coding="radix", num_bits=bits)
-    with Timer() as timer:
-        res = simulate(snn, x, labels=y, fold="auto")  # num_steps = latency
-    snn_int = res.readout[-1].round().long()
-    exact_twin = copy.deepcopy(twin).double().eval()
-    twin_int = quant.integer_activations(exact_twin, x.double())["output_quant"]
-    agree = (snn_int == twin_int.to(snn_int.device)).all(1).double().mean()
-    last = slice(res.num_steps - bits, res.num_steps)
-    return {
-        "latency": int(snn.latency),
-        "agreement": float(agree),
-        "snn_images": int(x.shape[0]),
-        "snn_accuracy": float(res.accuracy[-1]),
-        "twin_accuracy_same_images": float((twin_int.argmax(1).cpu() == y.cpu()).double().mean()),
-        "spikes_per_period": float(res.spikes_per_step[last].sum(0).double().mean()),
-        "synops_per_period": float(res.synops_per_step[last].sum(0).double().mean()),
-        "eq24_ops": macs * bits,
-        "ann_macs": macs,
-        "sim_seconds": timer.seconds,
-    }
+def check_sizes(args: argparse.Namespace) -> None:
+    """Every image / step count >= 1."""
+    for key in ("weighted_images", "rate_images", "radix_images", "radix_step_images",
+                "rate_steps", "batch"):
+        if getattr(args, key) < 1:
+            raise SystemExit(f"--{key.replace('_', '-')} must be >= 1")
+    if args.weighted_steps is not None and args.weighted_steps < 1:
+        raise SystemExit("--weighted-steps must be >= 1")
+    if not math.isfinite(min(args.thetas)) or min(args.thetas) < 0:
+        raise SystemExit("--thetas must be >= 0")
 
 
-# --------------------------------------------------------------------------- report
+# --------------------------------------------------------------------------- options
 
 
-def pct(value: float | None) -> str | None:
-    """A fraction as a percentage string with two decimals."""
-    return None if value is None else f"{100 * value:.2f}"
+def add_options(parser: argparse.ArgumentParser, nets: Sequence[str], full: dict[str, Any],
+                quick: dict[str, Any]) -> None:
+    """The options both scripts share; sizes default to ``full`` (``quick`` with --quick)."""
+
+    def size(flag: str, what: str, kind: type = int) -> None:
+        key = flag.lstrip("-").replace("-", "_")
+        parser.add_argument(flag, type=kind, default=None,
+                            help=f"{what} (default {full[key]}, quick {quick[key]})")
+
+    parser.add_argument("--nets", nargs="+", choices=sorted(nets), default=list(nets))
+    parser.add_argument("--phases", type=int, nargs="+", default=[4, 8],
+                        help="K of the weighted SNNs (default 4 8)")
+    parser.add_argument("--weighted-steps", type=int, default=None,
+                        help="weighted SNN steps (default: per net, see the script)")
+    size("--weighted-images", "test images the weighted SNNs are evaluated on")
+    size("--rate-images", "test images the rate SNN is evaluated on")
+    size("--rate-steps", "rate SNN steps")
+    size("--radix-images", "test images of the radix accuracies (quantised twin, and the SNN "
+         "through the exact shortcut)")
+    size("--radix-step-images", "test images the radix SNN is simulated on step by step")
+    parser.add_argument("--skip", nargs="+", default=[], metavar="NET=PERIODS",
+                        help="skipped output periods (default: Kim et al. Fig. 11's per net)")
+    parser.add_argument("--batch", type=int, default=100,
+                        help="images per simulated batch (fewer when the input train of a "
+                             "batch would exceed 512 MiB)")
+    parser.add_argument("--thetas", type=float, nargs="+",
+                        default=[0.5, 0.9, 2, 4, 8, 16, 32, 64],
+                        help="early-decision thresholds (Kim Algorithm 1; Kim used 0.9)")
+    parser.add_argument("--bits", type=int, nargs="+", default=None,
+                        help=f"radix T values (default {full['bits']}, quick {quick['bits']})")
+    size("--epochs", "ANN epochs of the script's own training (--retrain only)")
+    size("--finetune-size", "training images of the radix STE fine-tuning")
+    size("--finetune-epochs", "epochs of the radix STE fine-tuning")
+    size("--finetune-val", "other training images, evaluated before / after the fine-tuning")
+    parser.add_argument("--finetune-lr", type=float, default=1e-4)
+    size("--calib-size", "training images for normalisation / clip calibration")
+    parser.add_argument("--progress", action="store_true", default=None,
+                        help="progress bars (default: on a terminal only)")
 
 
-def curve_rows(
-    runs: Sequence[Run], checkpoints: Sequence[int]
-) -> tuple[list[str], list[list[Any]]]:
-    """Accuracy (%) of every run at the ``checkpoints`` step counts within the longest window.
-
-    A run shorter than a checkpoint gets None there (``-`` in the table).
-    """
-    longest = max(r.steps for r in runs)
-    steps = [s for s in checkpoints if s <= longest]
-    rows = [[r.label] + [pct(float(r.accuracy[s - 1])) if s <= r.steps else None for s in steps]
-            for r in runs]  # fmt: skip
-    return ["SNN \\ steps"] + [str(s) for s in steps], rows
-
-
-def net_plots(
-    stem: str,
-    title: str,
-    tag: str,
-    runs: Sequence[Run],
-    decisions: Sequence[Sequence[Any]],
-    decision_label: str,
-    ann_acc: float,
-) -> tuple[Path, Path]:
-    """Accuracy-vs-steps and spikes-vs-accuracy PNGs of one network in ``RESULTS_DIR``.
-
-    Files ``<stem>_accuracy<tag>.png`` and ``<stem>_spikes<tag>.png`` (e.g. ``stem =
-    "cifar10_net4"``, ``tag = "_quick"``); plot titles start with ``title`` (e.g. ``"CIFAR-10
-    net4"``). ``decisions`` are :func:`decision_rows`; their theta rows become one more series
-    of the spikes plot, labelled ``decision_label``.
-    """
-    curves = {r.label: (list(range(1, r.steps + 1)), r.accuracy.tolist()) for r in runs}
-    acc_png = plot_accuracy_vs_steps(
-        curves, ann_acc, RESULTS_DIR / f"{stem}_accuracy{tag}.png",
-        title=f"{title}: SNN accuracy vs time steps",
-    )  # fmt: skip
-    points = {r.label: (r.cum_spikes().tolist(), r.accuracy.tolist()) for r in runs}
-    dec = [row for row in decisions if not isinstance(row[0], str)]
-    points[decision_label] = ([row[5] for row in dec], [float(row[1]) / 100 for row in dec])
-    spk_png = plot_spikes_vs_accuracy(
-        points, RESULTS_DIR / f"{stem}_spikes{tag}.png", ann_acc=ann_acc,
-        title=f"{title}: accuracy vs hidden spikes per image",
-    )  # fmt: skip
-    return acc_png, spk_png
-
-
-# --------------------------------------------------------------------------- output
-
-
-def command_line(script: str, argv: Sequence[str]) -> str:
-    """The command as it was typed (``script`` relative to the repository root)."""
-    return " ".join(["python", script, *argv])
-
-
-def save_json(anns: dict, nets: dict, radix: list, path: Path) -> None:
-    """Raw numbers (ANNs, SNN curves and decisions, radix rows) for later analysis."""
-    out = {"ann": anns,
-           "coding": {n: {"runs": [{"label": r.label, "steps": r.steps, "seconds": r.seconds,
-                                    "accuracy": r.accuracy.tolist(),
-                                    "cum_spikes": r.cum_spikes().tolist(),
-                                    "cum_synops": r.cum_synops().tolist()}
-                                   for r in res["coding"]["runs"]],
-                          "decisions": res["coding"]["decisions"]}
-                      for n, res in nets.items()},
-           "radix": radix}  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, default=float))
+def apply_defaults(args: argparse.Namespace, full: dict[str, Any], quick: dict[str, Any]
+                   ) -> argparse.Namespace:
+    """Fill the sizes that depend on --quick (``skip``: per-net defaults); parse --skip; check."""
+    sizes = quick if args.quick else full
+    for key, value in sizes.items():
+        if key != "skip" and getattr(args, key) is None:
+            setattr(args, key, value)
+    args.skip = {**sizes.get("skip", {}), **parse_skips(args.skip)}
+    check_sizes(args)
+    return args

@@ -5,7 +5,7 @@ Every script under ``benchmarks/`` does::
     from _common import parse_args, load_or_train, write_section, markdown_table
 
 - :func:`parse_args`: ``--data-root``, ``--device``, ``--quick``, ``--cache-dir``, ``--retrain``,
-  ``--output``, ``--seed``, ``--threads`` plus script-specific options.
+  ``--fresh``, ``--output``, ``--seed``, ``--threads`` plus script-specific options.
 - :func:`load_or_train`: trains an ANN once and caches its ``state_dict`` (and whatever the
   training reported, e.g. accuracy) under a key derived from the training configuration.
 - :func:`write_section`: replaces one script's section of ``BENCHMARKS.md`` between
@@ -76,8 +76,14 @@ def make_parser(description: str) -> argparse.ArgumentParser:
         help="trained-checkpoint cache (default: <package cache>/checkpoints)",
     )  # fmt: skip
     parser.add_argument(
-        "--retrain", action="store_true", help="ignore cached checkpoints and train again"
-    )
+        "--retrain", action="store_true",
+        help="train the ANNs with the script's own short recipe (cached) instead of loading the "
+             "committed reference weights (snntorch_weighted.models.pretrained)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fresh", action="store_true",
+        help="ignore cached checkpoints (--retrain ANNs, radix fine-tunings) and train again",
+    )  # fmt: skip
     parser.add_argument(
         "--output", type=Path, default=BENCHMARKS_MD,
         help=f"markdown file whose section this script rewrites (default: {BENCHMARKS_MD.name})",

@@ -56,11 +56,14 @@ def _percent(values: Sequence[float]) -> list[float]:
 
 
 def _finish_accuracy_plot(
-    fig: plt.Figure, ax: plt.Axes, path: Path, xlabel: str, ann_acc: float | None, title: str
+    fig: plt.Figure, ax: plt.Axes, path: Path, xlabel: str, ann_acc: float | None, title: str,
+    ann_images: int | None = None,
 ) -> Path:
     """Common end of the accuracy plots: ANN line, labels, grid, legend, title; save."""
     if ann_acc is not None:
-        ax.axhline(100.0 * ann_acc, color="k", ls="--", lw=1, label=f"ANN {100 * ann_acc:.2f}%")
+        on = "" if ann_images is None else f" ({ann_images} imgs)"
+        ax.axhline(100.0 * ann_acc, color="k", ls="--", lw=1,
+                   label=f"ANN {100 * ann_acc:.2f}%{on}")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
     ax.grid(True, which="both", alpha=0.3)
@@ -76,11 +79,13 @@ def plot_accuracy_vs_steps(
     path: Path,
     title: str = "",
     log_x: bool = True,
+    ann_images: int | None = None,
 ) -> Path:
     """Accuracy (%) against time steps, one line per ``label -> (steps, accuracies)``.
 
-    ``ann_acc`` (fraction, or ``None``) is drawn as a dashed horizontal reference line. The x axis
-    is logarithmic (base 2) by default because rate coding needs orders of magnitude more steps.
+    ``ann_acc`` (fraction, or ``None``) is drawn as a dashed horizontal reference line, labelled
+    with ``ann_images`` (the test images it was measured on) when given. The x axis is
+    logarithmic (base 2) by default because rate coding needs orders of magnitude more steps.
     """
     if not curves:
         raise ValueError("plot_accuracy_vs_steps: no curves given")
@@ -91,7 +96,7 @@ def plot_accuracy_vs_steps(
         ax.plot(list(steps), _percent(acc), marker=".", label=label)
     if log_x:
         ax.set_xscale("log", base=2)
-    return _finish_accuracy_plot(fig, ax, path, "time steps", ann_acc, title)
+    return _finish_accuracy_plot(fig, ax, path, "time steps", ann_acc, title, ann_images)
 
 
 def plot_spikes_vs_accuracy(
@@ -100,6 +105,7 @@ def plot_spikes_vs_accuracy(
     ann_acc: float | None = None,
     title: str = "",
     log_x: bool = True,
+    ann_images: int | None = None,
 ) -> Path:
     """Accuracy (%) against spikes per image, one line per ``label -> (spikes, accuracies)``.
 
@@ -115,7 +121,7 @@ def plot_spikes_vs_accuracy(
         ax.plot(list(spikes), _percent(acc), marker="o", ms=3, label=label)
     if log_x:
         ax.set_xscale("log")
-    return _finish_accuracy_plot(fig, ax, path, "spikes per image", ann_acc, title)
+    return _finish_accuracy_plot(fig, ax, path, "spikes per image", ann_acc, title, ann_images)
 
 
 def plot_radix_accuracy_vs_bits(

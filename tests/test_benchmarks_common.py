@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
+
+from snntorch_weighted.simulation.evaluate import EvaluationResult
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "_common.py"
 _spec = importlib.util.spec_from_file_location("bench_common", _PATH)
@@ -109,3 +113,77 @@ def test_timer_and_environment_line():
         sum(range(1000))
     assert 0 <= t.seconds < 5
     assert "torch" in common.environment_line(torch.device("cpu"))
+
+
+# --------------------------------------------------------------------------- _accuracy helpers
+
+sys.path.insert(0, str(_PATH.parent))  # _accuracy imports _common and plots as top-level modules
+accuracy = importlib.import_module("_accuracy")
+
+
+def _run(correct: list[int], images: int, ann_correct: int) -> object:
+    """A Run whose curve has the given correct counts per step (one hidden spike per step)."""
+    steps = len(correct)
+    ones = torch.ones(steps, dtype=torch.long) * images
+    res = EvaluationResult(
+        coding="weighted", num_steps=steps, num_samples=images,
+        correct=torch.tensor(correct), labels=torch.zeros(images, dtype=torch.long),
+        final_predictions=torch.zeros(images, dtype=torch.long),
+        final_readout=torch.zeros(images, 2), spikes={"1": ones}, synops={"1": ones},
+        input_spikes=torch.zeros(steps, dtype=torch.long),
+        total_spikes=torch.full((images,), steps), total_synops=torch.full((images,), steps),
+        num_neurons={"1": 1}, fanout={})
+    return accuracy.Run("weighted", res, ann_correct)
+
+
+def test_reach_counts_images() -> None:
+    run = _run([0, 980, 991, 989, 990, 1000, 1000], images=1000, ann_correct=1000)
+    # 1 %p of 1000 images = 10: from step 5 on the count stays >= 990 (step 4 has 989)
+    assert accuracy.reach(run, 0.01).step == 5
+    assert accuracy.reach(run, 0.01).spikes == 5.0  # one spike per image and step
+    assert accuracy.reach(run, 0.0).step == 6
+    assert accuracy.reach(run, 0.001).step == 6  # 999 is never reached before 1000
+    short = _run([0, 50], images=100, ann_correct=60)
+    never = accuracy.reach(short, 0.001)  # 0.1 %p of 100 images: at least 60 correct
+    assert never.step is None and never.window == 2 and never.window_spikes == 2.0
+    assert accuracy.ratio(never, accuracy.reach(run, 0.0), "steps") == "> 0.3x"
+    assert accuracy.ratio(accuracy.reach(run, 0.0), accuracy.reach(run, 0.01), "steps") == "1.2x"
+
+
+def test_pretrained_missing_names_the_fallback(monkeypatch) -> None:
+    monkeypatch.delattr(accuracy.models, "pretrained", raising=False)
+    with pytest.raises(SystemExit, match="--retrain"):
+        accuracy._pretrained("net4")
+
+    def absent(name):
+        raise RuntimeError(f"weights for {name!r} are missing")
+
+    monkeypatch.setattr(accuracy.models, "pretrained", absent, raising=False)
+    with pytest.raises(SystemExit, match="net4.*missing.*--retrain"):
+        accuracy._pretrained("net4")
+
+
+def test_benchmark_options() -> None:
+    import argparse
+
+    full = {"weighted_images": 10000, "rate_images": 2000, "rate_steps": 2048,
+            "radix_images": 100, "radix_step_images": 1000, "bits": [2, 4], "epochs": 4,
+            "finetune_size": 10, "finetune_epochs": 1, "finetune_val": 5, "calib_size": 10}
+    quick = {**full, "weighted_images": 20, "skip": {"b": 1}}
+    parser = argparse.ArgumentParser()
+    accuracy.add_options(parser, ["a", "b"], full, quick)
+    args = parser.parse_args(["--skip", "a=3", "--rate-images", "7"])
+    args.quick = False
+    args = accuracy.apply_defaults(args, full, quick)
+    assert args.skip == {"a": 3} and args.rate_images == 7 and args.weighted_images == 10000
+    args = parser.parse_args([])
+    args.quick = True
+    assert accuracy.apply_defaults(args, full, quick).skip == {"b": 1}
+    with pytest.raises(SystemExit, match="NET=PERIODS"):
+        accuracy.parse_skips(["a:3"])
+    args = parser.parse_args(["--rate-images", "0"])
+    args.quick = False
+    with pytest.raises(SystemExit, match="rate-images"):
+        accuracy.apply_defaults(args, full, quick)
+    parsed = common.parse_args("x", None, ["--retrain", "--fresh"])
+    assert parsed.retrain and parsed.fresh
