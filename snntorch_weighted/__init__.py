@@ -11,6 +11,7 @@ from .conversion import SpikingNetwork, UnsupportedLayerError, convert
 from .export import NIRExportError, export_nir, import_nir
 from .neurons import RadixLeaky, WeightedLeaky, reset
 from .simulation import SimulationResult, decision, metrics, simulate
+from .simulation.evaluate import EvaluationResult, evaluate
 
 __version__ = "0.1.0"
 
@@ -22,6 +23,8 @@ __all__ = [
     "convert",
     "simulate",
     "SimulationResult",
+    "evaluate",
+    "EvaluationResult",
     "SpikingNetwork",
     "UnsupportedLayerError",
     "export_nir",
