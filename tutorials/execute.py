@@ -45,15 +45,20 @@ def run(path: Path, timeout: int = 900, output_dir: Path | None = None) -> tuple
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as sockets:  # absolute IPC socket paths, any working dir
         km = KernelManager(kernel_name="python3", transport="ipc", ip=f"{sockets}/kernel")
-        NotebookClient(nb, km=km, timeout=timeout,
-                       resources={"metadata": {"path": str(workdir)}}).execute()
+        try:
+            NotebookClient(nb, km=km, timeout=timeout,
+                           resources={"metadata": {"path": str(workdir)}}).execute()
+        finally:  # the client leaves a kernel it did not start running
+            if km.has_kernel:
+                km.shutdown_kernel(now=True)
     if output_dir is not None:  # executed copies, for reading; never the committed files
         nbformat.write(nb, output_dir / path.name)
     return time.perf_counter() - start, headlines(nb)
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tutorials/execute.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="tutorials/execute.py",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("notebooks", nargs="*", type=Path,
                         help="notebooks to run (default: tutorials/*.ipynb)")
     parser.add_argument("--output-dir", type=Path, default=None,
