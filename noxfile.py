@@ -92,15 +92,17 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def tutorials(session: nox.Session) -> None:
-    """Execute every tutorial notebook and print its headline (``-- --output-dir DIR`` keeps
-    executed copies)."""
+    """Execute every tutorial notebook and print its HEADLINE line.
+
+    ``nox -s tutorials -- --output-dir tutorials/executed`` also writes the executed copies.
+    """
     python = shared_python(session)
     session.run(python, "tutorials/execute.py", *session.posargs, external=True)
 
 
 @nox.session(python=False)
 def benchmarks(session: nox.Session) -> None:
-    """Every benchmark script (benchmarks/*.py); they rewrite their sections of BENCHMARKS.md.
+    """Every benchmark script (benchmarks/*.py), each rewriting its section of BENCHMARKS.md.
 
     Extra arguments go to every script, e.g. ``nox -s benchmarks -- --quick --threads 1``.
     """
