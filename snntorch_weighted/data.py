@@ -204,6 +204,9 @@ def load_digits(split: str = "train", seed: int = 0, test_fraction: float = 0.2)
     split once, stratified by class, with ``seed`` (default 1,437 train / 360 test); the same
     ``seed`` always gives the same split, and train and test never overlap.
     """
+    from ._extras import require
+
+    require("sklearn", extra="data", purpose="load_digits")
     from sklearn.datasets import load_digits as sk_load_digits
     from sklearn.model_selection import train_test_split
 

@@ -17,6 +17,10 @@ two CPU cores:
 ``--dataset fashion-mnist`` (Net2) and ``--dataset cifar10`` (Net4) use the datasets under
 ``--data-root`` (see :mod:`snntorch_weighted.data`); they train for longer, so use
 ``--device cuda`` or reduce ``--train-samples`` / ``--epochs`` on a CPU.
+
+Optional dependencies (``pip install "snntorch-weighted[demo]"``), the device and the dataset are
+checked before any work starts and reported in one line; ``results.md`` is written as soon as the
+weighted and rate results exist and again at the end, so a late failure keeps them.
 """
 
 from __future__ import annotations
@@ -33,11 +37,17 @@ import torch
 from torch import Tensor, nn
 
 from . import data, models, quant
+from ._extras import require
 from .conversion.convert import convert
 from .simulation.runner import simulate
 from .train import evaluate, train_ann
 
-__all__ = ["DatasetConfig", "DATASETS", "SnnRun", "DemoResult", "parse_args", "run", "main"]
+__all__ = ["DatasetConfig", "DATASETS", "DemoError", "SnnRun", "DemoResult", "parse_args", "run",
+           "main"]
+
+
+class DemoError(RuntimeError):
+    """A problem the user can fix (missing dataset, ...): reported in one line, no traceback."""
 
 
 @dataclass(frozen=True)
@@ -89,11 +99,12 @@ class DemoResult:
     ann_accuracy: float
     ann_macs: int
     runs: dict[str, SnnRun]
-    twin_accuracy: tuple[float, float]  # the T-bit radix twin before / after fine-tuning
-    radix_latency: int
-    bit_exact: float  # fraction of test images whose radix SNN outputs equal the twin's exactly
-    table: str
     plot: Path
+    table: str = ""
+    # the radix stage (unset until it has run)
+    twin_accuracy: tuple[float, float] | None = None  # the T-bit twin before / after fine-tuning
+    radix_latency: int | None = None
+    bit_exact: float | None = None  # fraction of test images whose outputs equal the twin's
     model: nn.Module | None = None  # the trained ANN
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -102,72 +113,45 @@ class DemoResult:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Command-line options; dataset-dependent defaults are filled in from :data:`DATASETS`."""
-    p = argparse.ArgumentParser(
-        prog="python -m snntorch_weighted.demo",
-        description="Train a small CNN, convert it to weighted / rate / radix SNNs, compare them.",
-    )
-    p.add_argument("--dataset", choices=sorted(DATASETS), default="digits",
-                   help="digits (offline, default), fashion-mnist (Net2) or cifar10 (Net4)")
-    p.add_argument("--data-root", type=Path, default=None,
-                   help="dataset directory for fashion-mnist / cifar10 "
-                        "(default: snntorch_weighted.data.default_data_root())")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (default)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="time steps simulated for the weighted and rate codes")
-    p.add_argument("--phases", type=int, default=None, help="K, phases of the weighted code")
-    p.add_argument("--bits", type=int, default=None, help="T, bits of the radix code")
-    p.add_argument("--epochs", type=int, default=None, help="ANN training epochs")
-    p.add_argument("--finetune-epochs", type=int, default=2, help="radix STE fine-tuning epochs")
-    p.add_argument("--finetune-lr", type=float, default=3e-4,
-                   help="peak learning rate of the radix fine-tuning (AdamW, cosine)")
-    p.add_argument("--train-samples", type=int, default=None,
-                   help="random training subset (default: all)")
-    p.add_argument("--test-samples", type=int, default=None,
-                   help="random test subset that is simulated (default: per dataset)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per simulated batch")
-    p.add_argument("--out", type=Path, default=Path("demo_output"),
-                   help="directory for the plot and the table (default: ./demo_output)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads (default: 1 for digits, where a tiny net runs "
-                        "fastest on one thread; torch's default otherwise)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    args = p.parse_args(argv)
-    config = DATASETS[args.dataset]
-    for name in ("steps", "phases", "bits", "epochs"):
-        if getattr(args, name) is None:
-            setattr(args, name, getattr(config, name))
-    if args.test_samples is None:
-        args.test_samples = config.test_samples
-    for name in ("steps", "phases", "bits", "epochs", "finetune_epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.steps < args.phases:
-        p.error(f"--steps ({args.steps}) must cover at least one period (--phases {args.phases})")
-    if args.threads is None and args.dataset == "digits":
-        args.threads = 1
-    if args.threads is not None and args.threads < 1:
-        p.error(f"--threads must be >= 1, got {args.threads}")
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    return args
+    """The command line of :mod:`snntorch_weighted.cli` (``snntorch-weighted --help``)."""
+    from .cli import parse_args as cli_parse_args
+
+    return cli_parse_args(argv)
+
+
+def check_dependencies(args: argparse.Namespace) -> None:
+    """Raise :class:`MissingDependencyError` (naming the extra) before any work starts."""
+    modules = ["matplotlib"]
+    if args.dataset == "digits":
+        modules.append("sklearn")
+    if args.dataset == "cifar10":
+        modules.append("PIL")  # the JPEG copy is decoded with Pillow
+    if args.download:
+        modules.append("torchvision")
+    require(*modules, extra="demo", purpose="the demo")
 
 
 # --------------------------------------------------------------------------- data and training
 
 
 def load_data(args: argparse.Namespace) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(x_train, y_train, x_test, y_test)`` tensors with inputs in ``[0, 1]``."""
-    if args.dataset == "digits":
-        train, test = data.load_digits("train", seed=args.seed), data.load_digits("test",
-                                                                                  seed=args.seed)
-    elif args.dataset == "fashion-mnist":
-        train = data.load_fashion_mnist(args.data_root, "train")
-        test = data.load_fashion_mnist(args.data_root, "test")
-    else:
-        train = data.load_cifar10(args.data_root, "train")
-        test = data.load_cifar10(args.data_root, "test")
+    """``(x_train, y_train, x_test, y_test)`` tensors with inputs in ``[0, 1]``.
+
+    A missing dataset raises :class:`DemoError` naming the paths looked at and the options to set.
+    """
+    download = getattr(args, "download", False)
+    try:
+        if args.dataset == "digits":
+            train = data.load_digits("train", seed=args.seed)
+            test = data.load_digits("test", seed=args.seed)
+        elif args.dataset == "fashion-mnist":
+            train = data.load_fashion_mnist(args.data_root, "train", download=download)
+            test = data.load_fashion_mnist(args.data_root, "test", download=download)
+        else:
+            train = data.load_cifar10(args.data_root, "train", download=download)
+            test = data.load_cifar10(args.data_root, "test", download=download)
+    except FileNotFoundError as err:
+        raise DemoError(f"{err} On the command line: --data-root DIR, or --download.") from err
     x_train, y_train = data.as_tensors(train, args.train_samples, seed=args.seed)
     x_test, y_test = data.as_tensors(test, args.test_samples, seed=args.seed)
     return x_train, y_train, x_test, y_test
@@ -180,7 +164,7 @@ def train_model(args: argparse.Namespace, x: Tensor, y: Tensor) -> nn.Module:
     model = config.model()
     augment = "cifar" if args.dataset == "cifar10" else None
     train_ann(model, (x, y), epochs=args.epochs, lr=config.lr, batch_size=config.batch_size,
-              device=args.device, augment=augment, progress=not args.no_progress,
+              device=args.device, augment=augment, progress=args.progress,
               seed=args.seed)
     return model.eval()
 
@@ -227,7 +211,7 @@ def run_radix(args: argparse.Namespace, model: nn.Module, x_train: Tensor, y_tra
     Returns ``(run, (twin accuracy before, after fine-tuning), latency in steps, bit-exact
     fraction)``. ``model`` is left unchanged (the twin is prepared from a copy).
     """
-    progress = not args.no_progress
+    progress = args.progress
     calib = x_train[: min(len(x_train), 1024)]
     twin = quant.prepare(copy.deepcopy(model).cpu(), num_bits=args.bits, calibration_data=calib)
     before = evaluate(twin, (x_test, y_test))
@@ -235,7 +219,8 @@ def run_radix(args: argparse.Namespace, model: nn.Module, x_train: Tensor, y_tra
                    device=args.device, progress=progress, seed=args.seed)
     twin = twin.cpu().eval()
     twin_accuracy = evaluate(twin, (x_test, y_test))
-    snn = convert(twin, calib, coding="radix", num_bits=args.bits).to(args.device)
+    snn = convert(twin, calib, coding="radix", num_bits=args.bits,
+                  progress=progress).to(args.device)
     run = simulate_batches(snn, x_test, y_test, snn.latency, args.batch_size, "radix SNN",
                            progress)
     with torch.no_grad():
@@ -256,8 +241,20 @@ def checkpoints(num_steps: int, period: int) -> list[int]:
     return steps + [num_steps]
 
 
+METRICS = """\
+accuracy %: share of the test images whose output (argmax of the output integrator, decoded)
+  is the label after that many time steps; steps: time steps simulated per image.
+spikes/image: spikes of the hidden neurons (input excluded) per image, summed up to that step.
+SynOps/image: synaptic operations per image up to that step: every spike (input included) times
+  the number of synapses it reaches (its fan-out); the ANN row gives its multiply-accumulates.
+radix twin: the T-bit quantised ANN (quant.prepare) that the radix SNN reproduces bit for bit."""
+
+
 def format_table(result: DemoResult, args: argparse.Namespace) -> str:
-    """A markdown table: coding, steps, accuracy, spikes and SynOps per image."""
+    """A markdown table: coding, steps, accuracy, spikes and SynOps per image.
+
+    The radix rows are shown once the radix stage has run (``result.twin_accuracy`` is set).
+    """
     rows = [("ANN (float)", "-", f"{100 * result.ann_accuracy:.2f}", "-",
              f"{result.ann_macs:,} MACs")]
     for coding, label in (("weighted", f"weighted (K={args.phases})"), ("rate", "rate")):
@@ -265,17 +262,27 @@ def format_table(result: DemoResult, args: argparse.Namespace) -> str:
         for t in checkpoints(len(run_.accuracy), args.phases):
             rows.append((label, str(t), f"{100 * run_.accuracy[t - 1]:.2f}",
                          f"{run_.spikes[t - 1]:,.0f}", f"{run_.synops[t - 1]:,.0f}"))
-    for label, acc in zip(("before", "after"), result.twin_accuracy):
-        rows.append((f"radix twin (T={args.bits} ANN), {label} fine-tuning", "-",
-                     f"{100 * acc:.2f}", "-", "-"))
-    radix = result.runs["radix"]
-    rows.append((f"radix SNN (T={args.bits})", str(result.radix_latency),
-                 f"{100 * radix.accuracy[-1]:.2f}", f"{radix.spikes[-1]:,.0f}",
-                 f"{radix.synops[-1]:,.0f}"))
+    if result.twin_accuracy is not None:
+        for label, acc in zip(("before", "after"), result.twin_accuracy):
+            rows.append((f"radix twin (T={args.bits} ANN), {label} fine-tuning", "-",
+                         f"{100 * acc:.2f}", "-", "-"))
+        radix = result.runs["radix"]
+        rows.append((f"radix SNN (T={args.bits})", str(result.radix_latency),
+                     f"{100 * radix.accuracy[-1]:.2f}", f"{radix.spikes[-1]:,.0f}",
+                     f"{radix.synops[-1]:,.0f}"))
     header = ("coding", "steps", "accuracy %", "spikes/image", "SynOps/image")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def write_results(result: DemoResult, args: argparse.Namespace) -> Path:
+    """Write the table (what exists so far) and the metric definitions to ``--out/results.md``."""
+    result.table = format_table(result, args)
+    path = args.out / "results.md"
+    done = "" if result.twin_accuracy is not None else "\n(radix stage not finished)\n"
+    path.write_text(f"{result.table}\n{done}\n{METRICS}\n")
+    return path
 
 
 def plot_curves(result: DemoResult, args: argparse.Namespace, path: Path) -> Path:
@@ -291,8 +298,9 @@ def plot_curves(result: DemoResult, args: argparse.Namespace, path: Path) -> Pat
         acc = result.runs[coding].accuracy
         ax.plot(range(1, len(acc) + 1), 100 * acc, label=label)
     ax.axhline(100 * result.ann_accuracy, color="gray", linestyle="--", label="ANN")
-    ax.plot([result.radix_latency], [100 * result.runs["radix"].accuracy[-1]], "k*",
-            markersize=10, label=f"radix SNN (T={args.bits})")
+    if result.radix_latency is not None:
+        ax.plot([result.radix_latency], [100 * result.runs["radix"].accuracy[-1]], "k*",
+                markersize=10, label=f"radix SNN (T={args.bits})")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("time steps")
     ax.set_ylabel("test accuracy (%)")
@@ -310,66 +318,83 @@ def plot_curves(result: DemoResult, args: argparse.Namespace, path: Path) -> Pat
 # --------------------------------------------------------------------------- main
 
 
-def run(args: argparse.Namespace) -> DemoResult:
-    """Run the whole demo (see the module docstring) and print the table."""
-    from .simulation.metrics import ann_macs
-
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    progress = not args.no_progress
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-    x_train, y_train, x_test, y_test = load_data(args)
-    print(f"{args.dataset}: {len(x_train)} training / {len(x_test)} test images "
-          f"{tuple(x_train.shape[1:])}, device {args.device}", flush=True)
-
-    model = train_model(args, x_train, y_train)
-    ann_accuracy = evaluate(model, (x_test, y_test))
-    timings["train ANN"] = time.perf_counter() - clock
-    print(f"ANN test accuracy {100 * ann_accuracy:.2f} %", flush=True)
-
-    calib = x_train[: min(len(x_train), 1024)]
+def _rate_and_weighted(args: argparse.Namespace, model: nn.Module, calib: Tensor,
+                       x_test: Tensor, y_test: Tensor) -> dict[str, SnnRun]:
     runs: dict[str, SnnRun] = {}
     torch.manual_seed(args.seed)  # the rate code's Bernoulli draws
     for coding in ("weighted", "rate"):
         snn = convert(model, calib, coding=coding, num_phases=args.phases, device=args.device,
-                      progress=progress)
+                      progress=args.progress)
         runs[coding] = simulate_batches(snn, x_test, y_test, args.steps, args.batch_size,
-                                        f"{coding} SNN", progress)
-        timings[f"{coding} SNN"] = runs[coding].seconds
+                                        f"{coding} SNN", args.progress)
+    return runs
 
+
+def run(args: argparse.Namespace) -> DemoResult:
+    """Run the whole demo (see the module docstring) and print the table.
+
+    Optional dependencies are checked first (:class:`MissingDependencyError`), then the dataset is
+    loaded (:class:`DemoError` when it is missing); ``results.md`` is written before the radix
+    stage and again at the end.
+    """
+    from .simulation.metrics import ann_macs
+
+    check_dependencies(args)
+    args.progress = getattr(args, "progress", not getattr(args, "no_progress", False))
+    say = (lambda *a, **k: None) if getattr(args, "quiet", False) else print
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
     clock = time.perf_counter()
-    runs["radix"], twin_accuracy, latency, exact = run_radix(
-        args, model, x_train, y_train, x_test, y_test)
-    timings["radix fine-tune + SNN"] = time.perf_counter() - clock
+    x_train, y_train, x_test, y_test = load_data(args)
+    say(f"{args.dataset}: {len(x_train)} training / {len(x_test)} test images "
+        f"{tuple(x_train.shape[1:])}, device {args.device}", flush=True)
 
+    model = train_model(args, x_train, y_train)
+    ann_accuracy = evaluate(model, (x_test, y_test))
+    timings["train ANN"] = time.perf_counter() - clock
+    say(f"ANN test accuracy {100 * ann_accuracy:.2f} %", flush=True)
+
+    calib = x_train[: min(len(x_train), 1024)]
+    runs = _rate_and_weighted(args, model, calib, x_test, y_test)
+    for coding in runs:
+        timings[f"{coding} SNN"] = runs[coding].seconds
     result = DemoResult(
         dataset=args.dataset, ann_accuracy=ann_accuracy,
-        ann_macs=ann_macs(model.cpu(), x_test[:1]), runs=runs, twin_accuracy=twin_accuracy,
-        radix_latency=latency, bit_exact=exact, table="", plot=args.out / "accuracy_vs_steps.png",
-        timings=timings, model=model,
+        ann_macs=ann_macs(model.cpu(), x_test[:1]), runs=runs,
+        plot=args.out / "accuracy_vs_steps.png", timings=timings, model=model,
     )
-    result.table = format_table(result, args)
+    say(f"weighted and rate SNNs done: {write_results(result, args)}", flush=True)
+
+    clock = time.perf_counter()
+    runs["radix"], result.twin_accuracy, result.radix_latency, result.bit_exact = run_radix(
+        args, model, x_train, y_train, x_test, y_test)
+    timings["radix fine-tune + SNN"] = time.perf_counter() - clock
+    results_path = write_results(result, args)
     plot_curves(result, args, result.plot)
-    (args.out / "results.md").write_text(result.table + "\n")
-    print()
-    print(result.table)
-    print(f"\nradix SNN: latency {latency} steps = (D + 1) x T with D = neuron layers + max pools "
-          f"on the longest path; outputs bit-exact vs the quantised model on "
-          f"{100 * exact:.1f} % of the test images")
-    print("spikes/image: hidden neurons, input excluded; SynOps/image: spikes x fan-out, input "
-          "layer included")
-    print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
-    print(f"plot: {result.plot.resolve()}")
-    if not math.isclose(exact, 1.0):
-        print("WARNING: the radix SNN is not bit-exact on every image (please report this)")
+    _report(result, args, results_path)
     return result
 
 
+def _report(result: DemoResult, args: argparse.Namespace, results_path: Path) -> None:
+    print()
+    print(result.table)
+    print(f"\nradix SNN: latency {result.radix_latency} steps = (D + 1) x T with D = neuron "
+          f"layers + max pools on the longest path; outputs bit-exact vs the quantised model on "
+          f"{100 * result.bit_exact:.1f} % of the test images")
+    print(METRICS)
+    print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()))
+    print(f"results: {results_path.resolve()}\nplot: {result.plot.resolve()}")
+    if not math.isclose(result.bit_exact, 1.0):
+        print("WARNING: the radix SNN is not bit-exact on every image (please report this)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point: parse ``argv`` and :func:`run` the demo. Returns 0."""
-    run(parse_args(argv))
-    return 0
+    """``python -m snntorch_weighted.demo``: the same as the ``snntorch-weighted`` command."""
+    from .cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
