@@ -6,7 +6,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from snntorch_weighted import WeightedLeaky, spikegen
-from snntorch_weighted.neurons.leaky import membranes_in_place
 
 
 def reference_weighted(currents, num_phases, threshold=1.0, beta=1.0):
@@ -98,49 +97,3 @@ def test_bad_arguments():
         WeightedLeaky(num_phases=0)
     with pytest.raises(ValueError, match="skip_periods"):
         WeightedLeaky(skip_periods=-1)
-
-
-
-@settings(max_examples=20, deadline=None)
-@given(
-    st.lists(st.integers(-64, 64), min_size=1, max_size=24),
-    st.integers(1, 8),
-    st.sampled_from([1.0, 0.75]),
-)
-def test_membranes_in_place_gives_the_reference_and_keeps_outside_values(currents, phases, beta):
-    """Inside ``membranes_in_place`` a hidden neuron writes its membrane tensor itself (the same
-    object after every step) and still follows Kim eq. 8-10 (plain Python reference); outside,
-    every step makes a new membrane, so one kept by the caller does not change."""
-    cur = torch.tensor(currents, dtype=torch.float64).view(-1, 1) / 4
-    neuron = WeightedLeaky(beta=beta, num_phases=phases, init_hidden=True)
-    neuron.reset_mem()
-    spikes, held = [], None
-    with torch.no_grad(), membranes_in_place([neuron]):
-        for z in cur:
-            spikes.append(int(neuron(z).item()))
-            assert held is None or neuron.mem is held  # written in place
-            held = neuron.mem
-    expected, v_end = reference_weighted(cur.flatten().tolist(), phases, beta=beta)
-    assert spikes == expected
-    assert neuron.mem.item() == v_end
-    assert not neuron._mem_in_place  # the flag is gone after the block
-    value = held.clone()
-    with torch.no_grad():
-        neuron(cur[0])
-    assert neuron.mem is not held and torch.equal(held, value)
-
-
-def test_membranes_in_place_skips_neurons_that_hand_out_their_membrane() -> None:
-    """A neuron that returns its membrane (``output=True`` or explicit state) keeps making new
-    ones inside the block; the flag is removed even when the block raises."""
-    shown = WeightedLeaky(num_phases=4, init_hidden=True, output=True)
-    hidden = WeightedLeaky(num_phases=4, init_hidden=True)
-    x = torch.rand(3, 5)
-    with pytest.raises(RuntimeError, match="stop"), torch.no_grad():
-        with membranes_in_place([shown, hidden]):
-            _, first = shown(x)
-            _, second = shown(x)
-            assert second is not first
-            assert hidden._mem_in_place and not shown._mem_in_place
-            raise RuntimeError("stop")
-    assert not hidden._mem_in_place
