@@ -32,11 +32,12 @@ class WeightedLeaky(SteppedLeaky):
 
     snntorch's options act on the weighted threshold :math:`\\omega(t)\\vartheta`:
     ``reset_mechanism="zero"`` sets the membrane to 0 after a spike, ``"none"`` keeps it;
-    ``reset_delay=True`` applies the reset at the next step instead, as ``snn.Leaky`` does (the
-    returned membrane is then not yet reset); ``inhibition=True`` lets only the neuron with the
-    largest :math:`V - \\omega\\vartheta` along dim 1 fire; ``state_quant`` quantises the membrane
-    after integration; spikes are scaled by ``graded_spikes_factor``; ``spike_grad`` is the
-    surrogate of :math:`U` (snntorch's ATan by default), so a network trains with BPTT as usual.
+    ``reset_delay=True`` applies the reset of a threshold crossing at the next step, in
+    ``snn.Leaky``'s order (the returned membrane is then not yet reset); ``inhibition=True`` lets
+    only the neuron with the largest :math:`V - \\omega\\vartheta` along dim 1 fire;
+    ``state_quant`` quantises the membrane after integration; spikes are scaled by
+    ``graded_spikes_factor``; ``spike_grad`` is the surrogate of :math:`U` (snntorch's ATan by
+    default), so a network trains with BPTT as usual.
     :func:`~snntorch_weighted.spikegen.decode_weighted` turns a spike train back into values
     (eq. 13-14).
 
@@ -45,7 +46,11 @@ class WeightedLeaky(SteppedLeaky):
     first ``skip_periods`` periods (section 5.1), so ``argmax(mem)`` is the decision (eq. 17).
 
     Differences from ``snn.Leaky``, on purpose: ``beta`` defaults to 1 (eq. 10 has no leak) and
-    ``reset_delay`` to False (eq. 10 resets in the step that fires); it fires on equality.
+    ``reset_delay`` to False (eq. 10 resets in the step that fires); it fires on equality. With
+    ``reset_delay=False`` the spike is decided on :math:`V` (eq. 9); snntorch 1.0.0 decides after
+    also subtracting a pending delayed reset, which differs when a membrane stays above threshold
+    after its reset (the final membranes agree). Under ``inhibition`` spikes are scaled by
+    ``graded_spikes_factor`` too (snntorch 1.0.0 leaves them unscaled there).
     ``num_phases`` may be at most 24 for float32 inputs and 53 for float64 (the K-bit code must
     be exact, :func:`~snntorch_weighted.spikegen.check_bits`).
 
@@ -116,21 +121,23 @@ class WeightedLeaky(SteppedLeaky):
 
     def integrate(self, mem: Tensor, input_: Tensor, w: Tensor) -> Tensor:
         """Kim eq. 8 and the first terms of eq. 10: :math:`V = \\beta V + \\omega(t) I(t)`
-        (``beta`` clamped to [0, 1] as in snntorch), then ``state_quant`` if set."""
-        mem = torch.addcmul(self.beta.clamp(0, 1) * mem, w, input_)
+        (``beta`` clamped to [0, 1] as in snntorch)."""
+        return torch.addcmul(self.beta.clamp(0, 1) * mem, w, input_)
+
+    def quantize_state(self, mem: Tensor) -> Tensor:
+        """snntorch's ``state_quant``, applied to the integrated membrane (when set)."""
         return self.state_quant(mem) if self.state_quant else mem
 
     def spike(self, mem: Tensor, threshold: Tensor) -> Tensor:
         """Kim eq. 9: :math:`s(t) = U(V(t) - \\omega(t)\\vartheta)` for the weighted threshold
-        ``threshold`` :math:`= \\omega(t)\\vartheta`: binary, with the surrogate gradient; with
-        ``inhibition`` only the largest :math:`V - \\omega\\vartheta` along dim 1 may fire
-        (snntorch's rule)."""
-        shifted = mem - threshold
-        spk = heaviside(shifted, self.spike_grad)
-        if self.inhibition:
-            winner = shifted.argmax(dim=1, keepdim=True)
-            spk = spk * torch.zeros_like(spk).scatter_(1, winner, 1.0)
-        return spk
+        ``threshold`` :math:`= \\omega(t)\\vartheta`: binary, with the surrogate gradient."""
+        return heaviside(mem - threshold, self.spike_grad)
+
+    def inhibit(self, spk: Tensor, mem: Tensor, threshold: Tensor) -> Tensor:
+        """``inhibition=True`` (snntorch's rule): only the neuron with the largest
+        :math:`V - \\omega\\vartheta` along dim 1 keeps its spike."""
+        winner = (mem - threshold).argmax(dim=1, keepdim=True)
+        return spk * torch.zeros_like(spk).scatter_(1, winner, 1.0)
 
     def reset_by(self, mem: Tensor, spk: Tensor, threshold: Tensor) -> Tensor:
         """Kim eq. 10's reset for binary spikes ``spk``: :math:`V - \\omega\\vartheta s`
@@ -144,19 +151,38 @@ class WeightedLeaky(SteppedLeaky):
 
     def _step(self, mem: Tensor, input_: Tensor, w: Tensor, w_before: Tensor | None
               ) -> tuple[Tensor, Tensor]:
-        """One step, eq. 8-10 in order, for this step's weights ``w`` (and the previous step's,
-        ``w_before``, used by ``reset_delay``); returns ``(spk, mem)``. The output integrator
-        (eq. 16) only integrates."""
+        """One step, eq. 8-10 in order, for this step's weight ``w``; returns ``(spk, mem)``.
+        The output integrator (eq. 16) only integrates; ``reset_delay=True`` is
+        :meth:`_delayed_step` (``w_before``: the previous step's weight)."""
         if not self.fire_spikes:
             return torch.zeros_like(input_), self.integrate(mem, input_, w)
-        if self.reset_delay:  # snntorch's delayed reset: the previous step's spike, read from V
-            before = w_before * self.threshold
-            mem = self.reset_by(mem, self.spike(mem, before), before)
-        mem = self.integrate(mem, input_, w)
+        if self.reset_delay:
+            return self._delayed_step(mem, input_, w, w_before)
+        mem = self.quantize_state(self.integrate(mem, input_, w))
         threshold = w * self.threshold
         spk = self.spike(mem, threshold)
-        if not self.reset_delay:
-            mem = self.reset_by(mem, spk, threshold)
+        if self.inhibition:
+            spk = self.inhibit(spk, mem, threshold)
+        mem = self.reset_by(mem, spk, threshold)
+        return spk * self.graded_spikes_factor, mem
+
+    def _delayed_step(self, mem: Tensor, input_: Tensor, w: Tensor, w_before: Tensor
+                      ) -> tuple[Tensor, Tensor]:
+        """``reset_delay=True``, snntorch's order on eq. 8-9: the reset for the previous step's
+        threshold crossing (:math:`V(t-1) \\ge \\omega(t-1)\\vartheta`, read from the
+        membrane) is applied in this step, "zero" before the leak, "subtract" after the input."""
+        before = w_before * self.threshold
+        crossed = self.spike(mem, before).detach()
+        if self._reset_mechanism == "zero":
+            mem = mem * (1 - crossed)
+        mem = self.integrate(mem, input_, w)
+        if self._reset_mechanism == "subtract":
+            mem = mem - crossed * before
+        mem = self.quantize_state(mem)
+        threshold = w * self.threshold
+        spk = self.spike(mem, threshold)
+        if self.inhibition:
+            spk = self.inhibit(spk, mem, threshold)
         return spk * self.graded_spikes_factor, mem
 
     def _check_dtype(self, x: Tensor) -> None:
