@@ -97,3 +97,86 @@ def test_bad_arguments():
         WeightedLeaky(num_phases=0)
     with pytest.raises(ValueError, match="skip_periods"):
         WeightedLeaky(skip_periods=-1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    num_phases=st.integers(1, 6),
+    before=st.integers(0, 9),
+    block=st.integers(1, 10),
+    options=st.fixed_dictionaries({
+        "beta": st.sampled_from([1.0, 0.75]),
+        "reset_mechanism": st.sampled_from(["subtract", "zero", "none"]),
+        "reset_delay": st.booleans(),
+        "init_hidden": st.booleans(),
+        "output": st.booleans(),
+        "graded_spikes_factor": st.sampled_from([1.0, 2.0]),
+    }),
+    fire=st.sampled_from([(True, 0), (False, 0), (False, 1), (False, 2)]),
+)
+def test_forward_steps_equals_forward_calls(seed, num_phases, before, block, options, fire):
+    """``forward_steps(x[T])`` from any state returns what T ``forward`` calls return and leaves
+    the same state (membrane, counter): for every option, and the skipping integrator."""
+    gen = torch.Generator().manual_seed(seed)
+    xs = torch.randn(before + block, 3, 4, dtype=torch.float64, generator=gen)
+    kw = dict(options, num_phases=num_phases, fire=fire[0], skip_periods=fire[1])
+    stepped, blocked = WeightedLeaky(**kw), WeightedLeaky(**kw)
+    mem_s = mem_b = None
+    for x in xs[:before]:
+        out_s = stepped(x) if stepped.init_hidden else stepped(x, mem_s)
+        out_b = blocked(x) if blocked.init_hidden else blocked(x, mem_b)
+        if not stepped.init_hidden:
+            mem_s, mem_b = out_s[1], out_b[1]
+    if not blocked.init_hidden and mem_b is not None:
+        blocked.mem = mem_b  # explicit state: forward_steps starts from the neuron's own
+        blocked.step.data.fill_(before)
+    outs = []
+    for x in xs[before:]:
+        outs.append(stepped(x) if stepped.init_hidden else stepped(x, mem_s))
+        if not stepped.init_hidden:
+            mem_s = outs[-1][1]
+    got = blocked.forward_steps(xs[before:])
+    if isinstance(outs[0], tuple):
+        expected = tuple(torch.stack(parts) for parts in zip(*outs))
+        assert isinstance(got, tuple) and all(map(torch.equal, got, expected))
+    else:
+        assert torch.equal(got, torch.stack(outs))
+    assert torch.equal(blocked.mem, stepped.mem)
+    assert int(blocked.step) == int(stepped.step) == before + block
+
+
+def test_state_restarts_on_reset_assignment_and_shape_change_only():
+    """The counter restarts with the membrane: reset_mem / init_leaky / assigning ``mem`` (what
+    snntorch.utils.reset does) / a new input shape; passing the running ``mem`` back does not."""
+    neuron = WeightedLeaky(num_phases=4)
+    mem = neuron.init_leaky()
+    for _ in range(3):
+        _, mem = neuron(torch.ones(2), mem)
+    assert int(neuron.step) == 3
+    neuron.mem = torch.zeros(2)
+    assert int(neuron.step) == 0
+    neuron(torch.ones(2), torch.zeros(2))  # a hand-made zero state continues the count
+    assert int(neuron.step) == 1
+    neuron(torch.ones(2), mem)
+    assert int(neuron.step) == 2
+    neuron(torch.ones(3))  # the kept state does not fit the new shape: restarted, then 1 step
+    assert int(neuron.step) == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_equality_fires_at_every_phase_in_the_input_dtype(dtype):
+    """V == w(t) * theta fires (eq. 9's U(0) = 1) at every phase, for thresholds exact in the
+    dtype, and a value one ulp below does not."""
+    k, theta = 6, 0.75
+    for phase in range(k):
+        w = 2.0 ** -(1 + phase)
+        at = torch.tensor([w * theta], dtype=dtype)
+        below = torch.nextafter(at, torch.zeros_like(at))
+        neuron = WeightedLeaky(threshold=theta, num_phases=k)
+        neuron.reset_mem()
+        neuron.step.data.fill_(phase)
+        spk_at, _ = neuron(at / w, torch.zeros(1, dtype=dtype))
+        neuron.step.data.fill_(phase)
+        spk_below, _ = neuron(below / w, torch.zeros(1, dtype=dtype))
+        assert spk_at.item() == 1 and spk_below.item() == 0
