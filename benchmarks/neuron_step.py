@@ -37,7 +37,7 @@ def compare(batch: int, features: int, grad: bool, repeats: int, steps: int) -> 
     neurons = {"snn.Leaky": snn.Leaky(0.9, init_hidden=True),
                "WeightedLeaky": sw.WeightedLeaky(init_hidden=True)}
     times = {name: [] for name in neurons}
-    for name, neuron in neurons.items():  # warm-up
+    for neuron in neurons.values():  # warm-up
         per_step(neuron, x, steps // 4, grad)
     for r in range(repeats):
         order = list(neurons) if r % 2 == 0 else list(reversed(neurons))

@@ -196,7 +196,7 @@ class RadixLeaky(SteppedLeaky):
     def spike(self, mem: Tensor) -> Tensor:
         """Algorithm 1, lines 5-6: :math:`o(t) = 1` when the least significant bit
         :math:`\\hat u` of the (integer) membrane is 1."""
-        return heaviside(torch.remainder(mem, 2) - 0.5, self.spike_grad)
+        return heaviside(torch.remainder(mem, 2), 0.5, self.spike_grad)
 
     def leak(self, mem: Tensor, spk: Tensor) -> Tensor:
         """Eq. 4: :math:`v = \\kappa (u - V_r o(t))`, with :math:`\\kappa` = ``beta`` and

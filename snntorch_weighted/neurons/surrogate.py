@@ -25,15 +25,19 @@ class ATanSurrogate:
         return surrogate.ATan.apply(x, self.alpha)
 
 
-def heaviside(x: Tensor, spike_grad: Callable[[Tensor], Tensor]) -> Tensor:
-    """The unit step :math:`U(x) = 1` if :math:`x \\ge 0` else 0 (Kim eq. 9), in ``x``'s dtype.
+def heaviside(mem: Tensor, threshold: Tensor | float, spike_grad: Callable[[Tensor], Tensor]
+              ) -> Tensor:
+    """The unit step :math:`U(V - \\vartheta)`, 1 where ``mem >= threshold`` (Kim eq. 9: it fires
+    on equality), in ``mem``'s dtype.
 
-    The forward value is exact (snntorch's surrogates fire on ``x > 0``; eq. 9 fires on
-    equality too); when ``x`` carries a gradient, the backward pass is ``spike_grad``'s surrogate
-    (the difference to the exact step is added as a detached correction).
+    The forward value is exact (snntorch's surrogates fire on ``x > 0``); when ``mem`` or
+    ``threshold`` carries a gradient, the backward pass is ``spike_grad``'s surrogate of
+    ``mem - threshold`` (the difference to the exact step is added as a detached correction).
+    ``mem >= threshold`` is ``mem - threshold >= 0`` for finite floats (IEEE subtraction
+    is zero only for equal operands), without the subtraction.
     """
-    exact = (x >= 0).to(x.dtype)
-    if not x.requires_grad:
+    exact = (mem >= threshold).to(mem.dtype)
+    if not (mem.requires_grad or (isinstance(threshold, Tensor) and threshold.requires_grad)):
         return exact
-    smooth = spike_grad(x)
+    smooth = spike_grad(mem - threshold)
     return smooth + (exact - smooth).detach()

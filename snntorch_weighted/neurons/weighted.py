@@ -131,7 +131,7 @@ class WeightedLeaky(SteppedLeaky):
     def spike(self, mem: Tensor, threshold: Tensor) -> Tensor:
         """Kim eq. 9: :math:`s(t) = U(V(t) - \\omega(t)\\vartheta)` for the weighted threshold
         ``threshold`` :math:`= \\omega(t)\\vartheta`: binary, with the surrogate gradient."""
-        return heaviside(mem - threshold, self.spike_grad)
+        return heaviside(mem, threshold, self.spike_grad)
 
     def inhibit(self, spk: Tensor, mem: Tensor, threshold: Tensor) -> Tensor:
         """``inhibition=True`` (snntorch's rule): only the neuron with the largest
@@ -144,7 +144,7 @@ class WeightedLeaky(SteppedLeaky):
         (``"subtract"``, ``threshold`` :math:`= \\omega\\vartheta`), :math:`V (1 - s)`
         (``"zero"``) or :math:`V` (``"none"``); no gradient through ``spk``, as in snntorch."""
         if self._reset_mechanism == "subtract":
-            return mem - spk.detach() * threshold
+            return torch.addcmul(mem, spk.detach(), threshold, value=-1)
         if self._reset_mechanism == "zero":
             return mem * (1 - spk.detach())
         return mem
