@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from snntorch import surrogate
 from torch import Tensor
 
@@ -36,7 +37,7 @@ def heaviside(mem: Tensor, threshold: Tensor | float, spike_grad: Callable[[Tens
     ``mem >= threshold`` is ``mem - threshold >= 0`` for finite floats (IEEE subtraction
     is zero only for equal operands), without the subtraction.
     """
-    exact = (mem >= threshold).to(mem.dtype)
+    exact = torch.ge(mem, threshold, out=torch.empty_like(mem))  # 0/1 in mem's dtype, one kernel
     if not (mem.requires_grad or (isinstance(threshold, Tensor) and threshold.requires_grad)):
         return exact
     smooth = spike_grad(mem - threshold)
