@@ -180,3 +180,19 @@ def test_equality_fires_at_every_phase_in_the_input_dtype(dtype):
         neuron.step.data.fill_(phase)
         spk_below, _ = neuron(below / w, torch.zeros(1, dtype=dtype))
         assert spk_at.item() == 1 and spk_below.item() == 0
+
+
+def test_a_subclass_changing_one_equation_changes_forward_and_forward_steps_alike():
+    """forward and forward_steps run the same equation methods: overriding one (here eq. 8 with
+    the input doubled) changes both, identically."""
+
+    class Doubling(WeightedLeaky):
+        def integrate(self, mem, input_, w):
+            return super().integrate(mem, 2 * input_, w)
+
+    xs = torch.rand(9, 2, 5, generator=torch.Generator().manual_seed(3)) * 3
+    stepped, blocked = Doubling(init_hidden=True), Doubling(init_hidden=True)
+    plain = WeightedLeaky(init_hidden=True)
+    expected = torch.stack([plain(2 * x) for x in xs])
+    assert torch.equal(torch.stack([stepped(x) for x in xs]), expected)
+    assert torch.equal(blocked.forward_steps(xs), expected)
