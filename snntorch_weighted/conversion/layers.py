@@ -121,10 +121,18 @@ class SpikeMaxPool2d(ClockedLayer):
     def init_state(self, x: Tensor) -> None:
         self.acc = torch.zeros_like(x)
 
-    def weight(self, steps_done: Tensor) -> Tensor | float:
+    def weight(self, steps_done: Tensor) -> Tensor:
         """Kim eq. 6, :math:`\\omega(t) = 2^{-(1 + (t-1) \\bmod K)}` of step
-        ``t = steps_done + 1`` (weighted coding), or 1 (rate coding: spike counts)."""
-        return torch.pow(0.5, 1 + steps_done % self.num_phases) if self.weighted else 1.0
+        ``t = steps_done + 1`` (weighted coding)."""
+        return torch.pow(0.5, 1 + steps_done % self.num_phases)
+
+    def accumulate(self, acc: Tensor, x: Tensor, w: Tensor, out: Tensor | None = None
+                   ) -> Tensor:
+        """:math:`A(t) = A(t-1) + \\omega(t) s(t)` for the step's weight ``w`` (weighted
+        coding) or :math:`A(t-1) + s(t)` (rate coding: spike counts), into ``out`` if given."""
+        if not self.weighted:
+            return torch.add(acc, x, out=out)
+        return torch.addcmul(acc, w, x, out=out)
 
     def pool(self, acc: Tensor, x: Tensor) -> Tensor:
         """The spike of ``x`` where ``acc`` is largest in each window (section 4.5)."""
@@ -133,31 +141,31 @@ class SpikeMaxPool2d(ClockedLayer):
         return x.flatten(-2).gather(-1, idx.flatten(-2)).view_as(idx)
 
     def forward(self, x: Tensor) -> Tensor:
-        """One step: :math:`A(t) = A(t-1) + \\omega(t) s(t)`, then :meth:`pool`."""
+        """One step: :meth:`accumulate`, then :meth:`pool`."""
         if x.dim() not in (3, 4):
             raise ValueError(f"SpikeMaxPool2d expects [B, C, H, W] or [C, H, W], got {x.shape}")
         done = self.begin_step(x)
-        self.acc = self.acc + self.weight(done) * x
+        self.acc = self.accumulate(self.acc, x, self.weight(done))
         self.step = done + 1
         return self.pool(self.acc, x)
 
     def forward_steps(self, inputs: Tensor) -> Tensor:
-        """``t`` steps at once, identical to stepping: the same accumulation per step (same order
-        of additions), the pooling and the gather once for the whole block."""
+        """``t`` steps at once, identical to stepping: :meth:`accumulate` per step (same kernel,
+        written into the block's buffer), then the pooling and the gather once for the block."""
         if inputs.dim() not in (4, 5) or inputs.shape[0] < 1:
             raise ValueError("SpikeMaxPool2d.forward_steps expects at least one step of "
                              f"[t, B, C, H, W] or [t, C, H, W], got {inputs.shape}")
         steps = inputs.shape[0]
         done = self.begin_step(inputs[0])
-        weights = self.weight(done + torch.arange(steps, device=done.device))
-        acc, accs = self.acc, []
-        for t, x in enumerate(inputs):
-            acc = acc + (weights[t] if self.weighted else weights) * x
-            accs.append(acc)
-        self.acc = acc
+        ws = self.weight(done + torch.arange(steps, device=done.device))
+        accs = torch.empty_like(inputs)
+        acc = self.acc
+        for x, w, out in zip(inputs, ws, accs):
+            acc = self.accumulate(acc, x, w, out=out)
+        self.acc = acc.clone()
         self.step = done + steps
         fold = inputs.flatten(0, 1) if inputs.dim() == 5 else inputs
-        out = self.pool(torch.stack(accs).view_as(fold), fold)
+        out = self.pool(accs.view_as(fold), fold)
         return out.view(*inputs.shape[:-3], *out.shape[-3:])
 
     def extra_repr(self) -> str:

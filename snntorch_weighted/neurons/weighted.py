@@ -201,10 +201,11 @@ class WeightedLeaky(SteppedLeaky):
 
     def forward_steps(self, inputs: Tensor):
         """``forward(inputs[0]), forward(inputs[1]), ...`` on the neuron's own state, stacked:
-        the same equations (:meth:`_step`) over a time axis ``[T, B, ...]``, the block's phase
-        weights computed at once. Returns ``spk`` or ``(spk, mem)`` as ``forward`` would, each
-        ``[T, B, ...]``, and leaves the state that ``T`` calls of ``forward`` leave. Forward hooks
-        do not run per step (a runner that honours hooks calls ``forward``)."""
+        the same equations over a time axis ``[T, B, ...]``, the block's phase weights computed at
+        once. Returns ``spk`` or ``(spk, mem)`` as ``forward`` would, each ``[T, B, ...]``, and
+        leaves the state that ``T`` calls of ``forward`` leave. Forward hooks do not run per step
+        (a runner that honours hooks calls ``forward``). The kernel of the time-folded runner:
+        :meth:`_block_in_place` where it applies, else :meth:`_step` per step."""
         if inputs.dim() < 2 or inputs.shape[0] < 1:
             raise ValueError(f"forward_steps expects time-first inputs [T >= 1, B, ...], "
                              f"got shape {tuple(inputs.shape)}")
@@ -212,16 +213,66 @@ class WeightedLeaky(SteppedLeaky):
         mem = self._load_state(inputs[0], None)
         steps = inputs.shape[0]
         done = self._buffers["step"] + torch.arange(steps, device=self._buffers["step"].device)
-        ws_before = self.phase_weight(done - 1) if self.reset_delay else [None] * steps
+        ws = self.input_weight(done)
         keep_mems = self.output or not self.init_hidden
-        spikes, mems = [], []
-        for x, w, w_before in zip(inputs, self.input_weight(done), ws_before):
-            spk, mem = self._step(mem, x, w, w_before)
-            spikes.append(spk)
-            if keep_mems:
-                mems.append(mem)
-        result = self._store_state(torch.stack(spikes), mem, steps=steps)
-        return (result[0], torch.stack(mems)) if keep_mems else result
+        if self._in_place_applies(inputs, mem):
+            spikes, mems, mem = self._block_in_place(inputs, mem, ws, keep_mems)
+        else:
+            ws_before = self.phase_weight(done - 1) if self.reset_delay else [None] * steps
+            outs = [None] * steps
+            for t, (x, w, w_before) in enumerate(zip(inputs, ws, ws_before)):
+                spk, mem = self._step(mem, x, w, w_before)
+                outs[t] = (spk, mem if keep_mems else None)
+            spikes = torch.stack([spk for spk, _ in outs])
+            mems = torch.stack([m for _, m in outs]) if keep_mems else None
+        result = self._store_state(spikes, mem, steps=steps)
+        return (spikes, mems) if keep_mems else result
+
+    def _in_place_applies(self, inputs: Tensor, mem: Tensor) -> bool:
+        """Whether :meth:`_block_in_place` computes what :meth:`_step` would: nothing needs a
+        gradient, the equation methods are this class's own (not a subclass's), scalar
+        ``beta`` / ``threshold`` / ``graded_spikes_factor``, the membrane in the input's dtype,
+        and a firing neuron takes the plain step (subtractive reset in the same step, no
+        inhibition, no state_quant)."""
+        params = (self.beta, self.threshold, self.graded_spikes_factor)
+        if torch.is_grad_enabled() and (inputs.requires_grad or mem.requires_grad
+                                        or any(p.requires_grad for p in params)):
+            return False
+        own = all(getattr(type(self), name) is getattr(WeightedLeaky, name)
+                  for name in ("_step", "integrate", "quantize_state", "spike", "reset_by"))
+        plain = not self.fire_spikes or (
+            self._reset_mechanism == "subtract" and not self.reset_delay
+            and not self.inhibition and not self.state_quant)
+        return (own and plain and mem.dtype == inputs.dtype
+                and all(p.dim() == 0 for p in params))
+
+    def _block_in_place(self, inputs: Tensor, mem: Tensor, ws: Tensor, keep_mems: bool
+                        ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """:meth:`_step`'s operations over the block, written in place into the block's own
+        buffers (a copy of the membrane, preallocated outputs): the in-place forms of the same
+        kernels on the same operands, so the same values, with fewer allocations and passes.
+        Eq. 8 (16): :math:`V = \\beta V + \\omega I`; eq. 9: :math:`s = [V \\ge
+        \\omega\\vartheta]`; eq. 10: :math:`V = V - \\omega\\vartheta s`. Returns
+        ``(spikes, mems or None, final mem)``. (:math:`\\beta = 1`, read once per call, skips
+        the multiplication by 1.)"""
+        beta = self.beta.clamp(0, 1)
+        leaky = bool(beta != 1)
+        thresholds = (ws * self.threshold).unbind(0)
+        spikes = torch.empty_like(inputs) if self.fire_spikes else torch.zeros_like(inputs)
+        mems = torch.empty_like(inputs) if keep_mems else None
+        mem = mem.clone()
+        for t, (x, w) in enumerate(zip(inputs, ws.unbind(0))):
+            if leaky:
+                mem.mul_(beta)
+            mem.addcmul_(w, x)
+            if self.fire_spikes:
+                torch.ge(mem, thresholds[t], out=spikes[t])
+                mem.addcmul_(spikes[t], thresholds[t], value=-1)
+            if mems is not None:
+                mems[t].copy_(mem)
+        if self.fire_spikes:
+            spikes.mul_(self.graded_spikes_factor)
+        return spikes, mems, mem
 
     def extra_repr(self) -> str:
         fire = "" if self.fire_spikes else f", fire=False, skip_periods={self.skip_periods}"
