@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "block_phase_weights",
+    "EXACT_BITS",
+    "check_bits",
     "phase_weight",
     "phase_weights",
     "quantize",
@@ -41,6 +42,30 @@ def _check_count(name: str, value: int) -> None:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+#: Integers up to ``2**bits`` that each floating dtype represents exactly (its significand bits).
+EXACT_BITS = {torch.float16: 11, torch.bfloat16: 8, torch.float32: 24, torch.float64: 53}
+
+
+def check_bits(name: str, value: int, dtype: torch.dtype = torch.float64) -> None:
+    """The one check of a bit count (``num_phases`` K, ``num_bits`` T) against the dtype that
+    carries the code.
+
+    A K- or T-bit code of values in [0, 1] is exact in a floating dtype only while K (T) is at most
+    the dtype's significand bits (:data:`EXACT_BITS`: float32 24, float64 53); above that
+    ``decode(encode(x)) == quantize(x)`` and the neurons' exact dynamics break. Raises
+    ``ValueError`` naming the limit and the dtype, or when ``value`` is not an int >= 1. Integer
+    dtypes are checked against float64 (the decoders sum in float64).
+    """
+    _check_count(name, value)
+    limit = EXACT_BITS.get(dtype, 53)
+    if value > limit:
+        shown = dtype if dtype in EXACT_BITS else torch.float64
+        raise ValueError(
+            f"{name}={value} is above what {shown} represents exactly: at most {limit} bits "
+            f"(float32: 24, float64: 53); use fewer bits or a wider dtype"
+        )
 
 
 def _check_data(data: Tensor) -> None:
@@ -81,26 +106,13 @@ def phase_weight(done: int | Tensor, num_phases: int, dtype: torch.dtype = torch
     return 2.0 ** -(1 + done % num_phases)
 
 
-def block_phase_weights(done: int | Tensor, steps: int, num_phases: int,
-                        dtype: torch.dtype = torch.float32, start: int = 0) -> list:
-    """:func:`phase_weight` of the ``steps`` steps after ``done`` steps, one per step, 0 for the
-    steps that come before step ``start + 1`` (a skipping output integrator): Python floats for
-    an int ``done`` (a host-side clock), 0-dim tensors of ``dtype`` for a tensor clock."""
-    if isinstance(done, Tensor):
-        offsets = done + torch.arange(steps, device=done.device)
-        weights = torch.where(offsets >= start, phase_weight(offsets, num_phases, dtype), 0)
-        return list(weights.unbind(0))
-    return [0.0 if done + t < start else phase_weight(done + t, num_phases)
-            for t in range(steps)]
-
-
 def phase_weights(
     num_steps: int, num_phases: int, dtype: torch.dtype = torch.float32, device=None
 ) -> Tensor:
     """Spike weights :math:`\\omega(t) = 2^{-(1 + (t-1) \\bmod K)}` of steps 1..num_steps
     (Kim eq. 6)."""
     _check_count("num_steps", num_steps)
-    _check_count("num_phases", num_phases)
+    check_bits("num_phases", num_phases, dtype)
     return phase_weight(torch.arange(num_steps, device=device), num_phases, dtype)
 
 
@@ -108,9 +120,9 @@ def quantize_code(data: Tensor, num_bits: int) -> Tensor:
     """Integer code :math:`q = \\min(\\lfloor x 2^B + 1/2 \\rfloor, 2^B - 1)` of ``data`` in [0, 1].
 
     Returned as ``torch.long``. Raises ``ValueError`` for NaN, values outside [0, 1], integer
-    dtypes and ``num_bits < 1``.
+    dtypes, ``num_bits < 1`` and ``num_bits > 53`` (:func:`check_bits`: computed in float64).
     """
-    _check_count("num_bits", num_bits)
+    check_bits("num_bits", num_bits)
     _check_data(data)
     scaled = data.double() * 2.0**num_bits  # exact: a power-of-two scaling
     whole = torch.floor(scaled)
@@ -119,7 +131,10 @@ def quantize_code(data: Tensor, num_bits: int) -> Tensor:
 
 
 def quantize(data: Tensor, num_bits: int) -> Tensor:
-    """The value both codes carry: ``quantize_code(data, num_bits) / 2**num_bits``, data's dtype."""
+    """The value both codes carry: ``quantize_code(data, num_bits) / 2**num_bits``, data's dtype
+    (``num_bits`` at most what that dtype represents exactly, :func:`check_bits`)."""
+    _check_data(data)
+    check_bits("num_bits", num_bits, data.dtype)
     return (quantize_code(data, num_bits).double() / 2.0**num_bits).to(data.dtype)
 
 
@@ -138,7 +153,8 @@ def weighted(data: Tensor, num_steps: int, num_phases: int = 8) -> Tensor:
     The period of K steps repeats for ``num_steps`` steps (the last period may be cut short).
     """
     _check_count("num_steps", num_steps)
-    _check_count("num_phases", num_phases)
+    _check_data(data)
+    check_bits("num_phases", num_phases, data.dtype)
     period = _bits(quantize_code(data, num_phases), num_phases, data.dtype, msb_first=True)
     if num_steps <= num_phases:
         return period[:num_steps]
@@ -151,7 +167,8 @@ def radix(data: Tensor, num_bits: int = 8) -> Tensor:
 
     Step t (0-based) carries bit t of the code, so :math:`\\sum_t 2^t s(t) = q(x)`.
     """
-    _check_count("num_bits", num_bits)
+    _check_data(data)
+    check_bits("num_bits", num_bits, data.dtype)
     return _bits(quantize_code(data, num_bits), num_bits, data.dtype)
 
 
@@ -162,14 +179,14 @@ def decode_weighted(spikes: Tensor, num_phases: int = 8) -> Tensor:
     ``num_steps`` must be a whole number of periods.
     """
     _check_spikes(spikes)
-    _check_count("num_phases", num_phases)
+    dtype = spikes.dtype if spikes.is_floating_point() else torch.float32
+    check_bits("num_phases", num_phases, dtype)
     num_steps = spikes.shape[0]
     if num_steps % num_phases:
         raise ValueError(
             f"num_steps ({num_steps}) must be a multiple of num_phases ({num_phases}) to decode "
             "whole periods"
         )
-    dtype = spikes.dtype if spikes.is_floating_point() else torch.float32
     w = phase_weights(num_steps, num_phases, dtype, spikes.device)
     total = torch.tensordot(w, spikes.to(dtype), dims=([0], [0]))
     return total / (num_steps // num_phases)
@@ -183,9 +200,10 @@ def decode_radix(spikes: Tensor, integer: bool = False) -> Tensor:
     """
     _check_spikes(spikes)
     num_bits = spikes.shape[0]
+    dtype = spikes.dtype if spikes.is_floating_point() else torch.float32
+    check_bits("num_bits (the train's length)", num_bits, torch.float64 if integer else dtype)
     weights = torch.exp2(torch.arange(num_bits, device=spikes.device, dtype=torch.float64))
     total = torch.tensordot(weights, spikes.double(), dims=([0], [0]))
     if integer:
         return total.round().long()
-    dtype = spikes.dtype if spikes.is_floating_point() else torch.float32
     return (total / 2.0**num_bits).to(dtype)

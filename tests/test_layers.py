@@ -115,3 +115,42 @@ def test_scale():
     assert "scale" in Scale(2.0).state_dict()
     with pytest.raises(ValueError, match="finite"):
         Scale(float("nan"))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    weighted=st.booleans(),
+    k=st.integers(1, 6),
+    before=st.integers(0, 7),
+    block=st.integers(1, 9),
+    batched=st.booleans(),
+)
+def test_maxpool_forward_steps_equals_forward_calls(seed, weighted, k, before, block, batched):
+    """``forward_steps(x[T])`` from any state: the spikes and the state (accumulator, counter)
+    of T ``forward`` calls (the behaviour the removed quick steps guarded)."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = (before + block, 2, 3, 4, 4) if batched else (before + block, 3, 4, 4)
+    train = (torch.rand(shape, generator=gen) < 0.5).float()
+    stepped = SpikeMaxPool2d(2, weighted=weighted, num_phases=k)
+    blocked = SpikeMaxPool2d(2, weighted=weighted, num_phases=k)
+    for x in train[:before]:
+        stepped(x)
+        blocked(x)
+    expected = torch.stack([stepped(x) for x in train[before:]])
+    assert torch.equal(blocked.forward_steps(train[before:]), expected)
+    assert torch.equal(blocked.acc, stepped.acc) and int(blocked.step) == int(stepped.step)
+
+
+def test_maxpool_step_edit_sets_the_phase():
+    """An in-place edit of the counter is read at the next step (no cached phase)."""
+    x = torch.rand(1, 1, 2, 2)
+    edited, walked = SpikeMaxPool2d(2, num_phases=4), SpikeMaxPool2d(2, num_phases=4)
+    edited(x)
+    walked(x)
+    edited.step.data.fill_(3)
+    walked.step.data.fill_(3)
+    walked.acc = edited.acc.clone()
+    y = torch.ones(1, 1, 2, 2)
+    edited(y)
+    assert torch.equal(edited.acc, walked.acc + 2.0**-4 * y)  # eq. 6 of step 4: 2**-(1 + 3)

@@ -118,14 +118,36 @@ def test_phase_weight_host_and_tensor_forms_agree_with_eq6(done: int, num_phases
     assert got.tolist() == [expected, math.ldexp(1.0, -(1 + (done + 1) % num_phases))]
 
 
-@settings(max_examples=30, deadline=None)
-@given(done=st.integers(0, 200), steps=st.integers(1, 12), num_phases=st.integers(1, 6),
-       start=st.integers(0, 30))
-def test_block_phase_weights_host_and_tensor_forms_agree(done, steps, num_phases, start):
-    """Per-step weights of a block: eq. 6 after ``done`` steps, 0 before step ``start + 1``."""
-    expected = [0.0 if done + t < start else math.ldexp(1.0, -(1 + (done + t) % num_phases))
-                for t in range(steps)]
-    assert spikegen.block_phase_weights(done, steps, num_phases, start=start) == expected
-    tensors = spikegen.block_phase_weights(torch.tensor(done), steps, num_phases,
-                                           torch.float64, start=start)
-    assert [float(w) for w in tensors] == expected
+@pytest.mark.parametrize("dtype, limit", [(torch.float32, 24), (torch.float64, 53),
+                                          (torch.float16, 11), (torch.bfloat16, 8)])
+def test_bit_counts_above_the_dtype_limit_are_refused_by_encoders_and_decoders(dtype, limit):
+    """K / T above the dtype's significand bits: a ValueError naming the limit and the dtype
+    (never an OverflowError or a silently inexact round trip)."""
+    x = torch.rand(3, dtype=torch.float64).to(dtype)
+    too_many = limit + 1
+    calls = [
+        lambda: spikegen.weighted(x, too_many, too_many),
+        lambda: spikegen.radix(x, too_many),
+        lambda: spikegen.quantize(x, too_many),
+        lambda: spikegen.decode_weighted(torch.zeros(too_many, 3, dtype=dtype), too_many),
+        lambda: spikegen.decode_radix(torch.zeros(too_many, 3, dtype=dtype)),
+        lambda: spikegen.phase_weights(4, too_many, dtype),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=f"at most {limit} bits") as err:
+            call()
+        assert str(dtype) in str(err.value)
+    # at the limit the round trips stay exact
+    assert torch.equal(spikegen.decode_radix(spikegen.radix(x, limit)), spikegen.quantize(x, limit))
+    decoded = spikegen.decode_weighted(spikegen.weighted(x, limit, limit), limit)
+    assert torch.equal(decoded, spikegen.quantize(x, limit))
+
+
+@pytest.mark.parametrize("bits", [54, 64, 65, 100])
+def test_codes_above_53_bits_are_refused_in_any_dtype(bits):
+    with pytest.raises(ValueError, match="at most 53 bits"):
+        spikegen.quantize_code(torch.rand(2, dtype=torch.float64), bits)
+    with pytest.raises(ValueError, match="at most 53 bits"):
+        spikegen.decode_radix(torch.zeros(bits, 2), integer=True)
+    with pytest.raises(ValueError, match="float64"):
+        spikegen.check_bits("num_bits", bits, torch.float64)

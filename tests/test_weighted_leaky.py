@@ -6,7 +6,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from snntorch_weighted import WeightedLeaky, spikegen
-from snntorch_weighted.neurons.leaky import membranes_in_place
 
 
 def reference_weighted(currents, num_phases, threshold=1.0, beta=1.0):
@@ -100,47 +99,104 @@ def test_bad_arguments():
         WeightedLeaky(skip_periods=-1)
 
 
-
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
-    st.lists(st.integers(-64, 64), min_size=1, max_size=24),
-    st.integers(1, 8),
-    st.sampled_from([1.0, 0.75]),
+    seed=st.integers(0, 2**31 - 1),
+    num_phases=st.integers(1, 6),
+    before=st.integers(0, 9),
+    block=st.integers(1, 10),
+    options=st.fixed_dictionaries({
+        "beta": st.sampled_from([1.0, 0.75]),
+        "reset_mechanism": st.sampled_from(["subtract", "zero", "none"]),
+        "reset_delay": st.booleans(),
+        "init_hidden": st.booleans(),
+        "output": st.booleans(),
+        "graded_spikes_factor": st.sampled_from([1.0, 2.0]),
+    }),
+    fire=st.sampled_from([(True, 0), (False, 0), (False, 1), (False, 2)]),
+    grad=st.booleans(),
 )
-def test_membranes_in_place_gives_the_reference_and_keeps_outside_values(currents, phases, beta):
-    """Inside ``membranes_in_place`` a hidden neuron writes its membrane tensor itself (the same
-    object after every step) and still follows Kim eq. 8-10 (plain Python reference); outside,
-    every step makes a new membrane, so one kept by the caller does not change."""
-    cur = torch.tensor(currents, dtype=torch.float64).view(-1, 1) / 4
-    neuron = WeightedLeaky(beta=beta, num_phases=phases, init_hidden=True)
-    neuron.reset_mem()
-    spikes, held = [], None
-    with torch.no_grad(), membranes_in_place([neuron]):
-        for z in cur:
-            spikes.append(int(neuron(z).item()))
-            assert held is None or neuron.mem is held  # written in place
-            held = neuron.mem
-    expected, v_end = reference_weighted(cur.flatten().tolist(), phases, beta=beta)
-    assert spikes == expected
-    assert neuron.mem.item() == v_end
-    assert not neuron._mem_in_place  # the flag is gone after the block
-    value = held.clone()
-    with torch.no_grad():
-        neuron(cur[0])
-    assert neuron.mem is not held and torch.equal(held, value)
+def test_forward_steps_equals_forward_calls(seed, num_phases, before, block, options, fire, grad):
+    """``forward_steps(x[T])`` from any state returns what T ``forward`` calls return and leaves
+    the same state (membrane, counter): for every option, and the skipping integrator; inputs
+    with gradients take the general loop, plain inference the in-place block."""
+    gen = torch.Generator().manual_seed(seed)
+    xs = torch.randn(before + block, 3, 4, dtype=torch.float64, generator=gen)
+    xs.requires_grad_(grad)
+    kw = dict(options, num_phases=num_phases, fire=fire[0], skip_periods=fire[1])
+    stepped, blocked = WeightedLeaky(**kw), WeightedLeaky(**kw)
+    mem_s = mem_b = None
+    for x in xs[:before]:
+        out_s = stepped(x) if stepped.init_hidden else stepped(x, mem_s)
+        out_b = blocked(x) if blocked.init_hidden else blocked(x, mem_b)
+        if not stepped.init_hidden:
+            mem_s, mem_b = out_s[1], out_b[1]
+    if not blocked.init_hidden and mem_b is not None:
+        blocked.mem = mem_b  # explicit state: forward_steps starts from the neuron's own
+        blocked.step.data.fill_(before)
+    outs = []
+    for x in xs[before:]:
+        outs.append(stepped(x) if stepped.init_hidden else stepped(x, mem_s))
+        if not stepped.init_hidden:
+            mem_s = outs[-1][1]
+    got = blocked.forward_steps(xs[before:])
+    if isinstance(outs[0], tuple):
+        expected = tuple(torch.stack(parts).detach() for parts in zip(*outs))
+        assert isinstance(got, tuple)
+        assert all(torch.equal(a.detach(), b) for a, b in zip(got, expected))
+    else:
+        assert torch.equal(got.detach(), torch.stack(outs).detach())
+    assert torch.equal(blocked.mem, stepped.mem)
+    assert int(blocked.step) == int(stepped.step) == before + block
 
 
-def test_membranes_in_place_skips_neurons_that_hand_out_their_membrane() -> None:
-    """A neuron that returns its membrane (``output=True`` or explicit state) keeps making new
-    ones inside the block; the flag is removed even when the block raises."""
-    shown = WeightedLeaky(num_phases=4, init_hidden=True, output=True)
-    hidden = WeightedLeaky(num_phases=4, init_hidden=True)
-    x = torch.rand(3, 5)
-    with pytest.raises(RuntimeError, match="stop"), torch.no_grad():
-        with membranes_in_place([shown, hidden]):
-            _, first = shown(x)
-            _, second = shown(x)
-            assert second is not first
-            assert hidden._mem_in_place and not shown._mem_in_place
-            raise RuntimeError("stop")
-    assert not hidden._mem_in_place
+def test_state_restarts_on_reset_assignment_and_shape_change_only():
+    """The counter restarts with the membrane: reset_mem / init_leaky / assigning ``mem`` (what
+    snntorch.utils.reset does) / a new input shape; passing the running ``mem`` back does not."""
+    neuron = WeightedLeaky(num_phases=4)
+    mem = neuron.init_leaky()
+    for _ in range(3):
+        _, mem = neuron(torch.ones(2), mem)
+    assert int(neuron.step) == 3
+    neuron.mem = torch.zeros(2)
+    assert int(neuron.step) == 0
+    neuron(torch.ones(2), torch.zeros(2))  # a hand-made zero state continues the count
+    assert int(neuron.step) == 1
+    neuron(torch.ones(2), mem)
+    assert int(neuron.step) == 2
+    neuron(torch.ones(3))  # the kept state does not fit the new shape: restarted, then 1 step
+    assert int(neuron.step) == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_equality_fires_at_every_phase_in_the_input_dtype(dtype):
+    """V == w(t) * theta fires (eq. 9's U(0) = 1) at every phase, for thresholds exact in the
+    dtype, and a value one ulp below does not."""
+    k, theta = 6, 0.75
+    for phase in range(k):
+        w = 2.0 ** -(1 + phase)
+        at = torch.tensor([w * theta], dtype=dtype)
+        below = torch.nextafter(at, torch.zeros_like(at))
+        neuron = WeightedLeaky(threshold=theta, num_phases=k)
+        neuron.reset_mem()
+        neuron.step.data.fill_(phase)
+        spk_at, _ = neuron(at / w, torch.zeros(1, dtype=dtype))
+        neuron.step.data.fill_(phase)
+        spk_below, _ = neuron(below / w, torch.zeros(1, dtype=dtype))
+        assert spk_at.item() == 1 and spk_below.item() == 0
+
+
+def test_a_subclass_changing_one_equation_changes_forward_and_forward_steps_alike():
+    """forward and forward_steps run the same equation methods: overriding one (here eq. 8 with
+    the input doubled) changes both, identically."""
+
+    class Doubling(WeightedLeaky):
+        def integrate(self, mem, input_, w):
+            return super().integrate(mem, 2 * input_, w)
+
+    xs = torch.rand(9, 2, 5, generator=torch.Generator().manual_seed(3)) * 3
+    stepped, blocked = Doubling(init_hidden=True), Doubling(init_hidden=True)
+    plain = WeightedLeaky(init_hidden=True)
+    expected = torch.stack([plain(2 * x) for x in xs])
+    assert torch.equal(torch.stack([stepped(x) for x in xs]), expected)
+    assert torch.equal(blocked.forward_steps(xs), expected)

@@ -100,8 +100,6 @@ from torch.nn.modules import module as _torch_module
 
 from .. import spikegen
 from ..conversion.network import SIMULATE_CACHE
-from ..neurons.clock import quick_steps
-from ..neurons.leaky import membranes_in_place
 from ..neurons.reset import stateful_modules
 from . import decision as _decision
 from .decision import EarlyDecision, gather_at_time
@@ -812,11 +810,8 @@ def simulate(
             with recorder:  # hooks count stateful modules the runner steps one by one
                 mem = _FoldedRunner(snn.graph, spikes_in, period, observe).run(spikes_in, chunk)
         else:
-            hidden = [recorder.modules[name] for name in recorder.count_spikes]
             graphs = plan.step_graphs(snn)
-            # quick steps only where no hook can watch a step (a direct graph)
-            with membranes_in_place(hidden), quick_steps(plan.stateful if graphs.direct else ()):
-                mem = _run_loop(graphs, spikes_in, recorder, period)
+            mem = _run_loop(graphs, spikes_in, recorder, period)
         readout = _readout(snn, mem)
         estimate = snn.decode_trace(readout)  # decode sees this run's skip_periods
     finally:
