@@ -36,13 +36,13 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, fx, nn
 
-from ..conversion.layers import Scale, SpikeMaxPool2d
+from ..conversion.layers import Scale
 from ..neurons.reset import is_stateful
 
 __all__ = [
     "INPUT",
     "GraphProfile",
-    "SpikeRecorder",
+    "counting_fan",
     "ann_macs",
     "fanout",
     "is_neuron",
@@ -56,11 +56,6 @@ INPUT = "input"
 
 _PASS_MODULES = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.ReLU)
 _IDENTITY_MODULES = (Scale, nn.BatchNorm1d, nn.BatchNorm2d)
-DEFER_BYTES = 4 * 2**20
-"""Spikes a deferred counting hook collects per module before counting them as one block."""
-DEFER_STEP_BYTES = 2**18
-"""Largest step of spikes that is deferred; a larger one is counted at once (its kernels are long
-enough that launching them costs little, and it is still in cache)."""
 
 
 def is_neuron(module: nn.Module) -> bool:
@@ -254,259 +249,6 @@ def fanout(graph: fx.GraphModule, example_step: Tensor) -> dict[str, Tensor]:
     return profile_graph(graph, example_step).fanout
 
 
-# --------------------------------------------------------------------------- recording
-
-
-_Reduction = tuple[int | tuple[int, ...], Tensor | None]
-"""What :meth:`SpikeRecorder.take` sums a step over, and the per-position fan-out (if any)."""
-
-
-class SpikeRecorder:
-    """Counts spikes and SynOps per step, on device, with no host sync.
-
-    Use as a context manager around the steps (forward hooks on ``modules`` hand each output to
-    :meth:`take`), or call :meth:`take` directly with each output as it is made (the step loop
-    of :func:`~snntorch_weighted.simulation.runner.simulate` does: no hooks).
-    Spikes are counted with a sum and a matrix-vector product of the flattened spikes
-    ``[t, B, N]`` (spike count; SynOps with the fan-out ``f``), per step and sample (a sum and a
-    product with a contiguous vector are several times faster than one product with an
-    ``[N, 2]`` matrix at batch 1). When ``f`` is the same in every channel (a convolution with
-    all weights non-zero reads the spikes), the spikes are summed over channels first and both
-    counts come from those per-position sums: one pass over the spikes instead of two.
-    For modules whose outputs are fresh tensors (neurons, ``SpikeMaxPool2d``) :meth:`take` first
-    reduces each step of 0/1 spikes to what the counts need, while it is still in cache
-    (:meth:`_reduction`: the per-position sums over channels where the fan-out is the same in
-    every channel, the count per sample where no SynOps are reported), so the step's spikes
-    are not kept; these sums (or the spikes, where they cannot be reduced) of at most
-    ``DEFER_STEP_BYTES`` per step are kept and counted in blocks of about ``DEFER_BYTES`` (fewer
-    kernel launches per step); larger steps and other modules are counted at every call.
-    :meth:`observe` counts a block given directly (the time-folded runner, where no per-step
-    hook fires).
-    Spikes are taken as 0/1 (graded spikes of a neuron with ``graded_spikes_factor != 1`` are
-    counted as ``!= 0``). Only what is reported is computed: no spike sum for routing layers, no
-    product for a neuron whose fan-out is all zero (its spikes feed a spike max-pool). The
-    product runs in float32 when it is exact there (``N < 2**24`` and ``sum(f) < 2**24``, so no
-    partial sum can round), else in float64. :meth:`stacked` returns ``[T, B]`` tensors.
-    :meth:`renewed` gives a recorder for the next run that shares the tables built here.
-
-    Args:
-        modules: name -> module to watch (neurons and routing layers).
-        fanouts: name -> per-neuron fan-out (from :func:`profile_graph`); SynOps are reported for
-            these names.
-        count_spikes: names whose spikes are reported (the neurons).
-        keep_trains: also keep the full spike trains of ``count_spikes`` (memory: ``T*B*N``).
-    """
-
-    def __init__(
-        self,
-        modules: dict[str, nn.Module],
-        fanouts: dict[str, Tensor],
-        count_spikes: set[str],
-        keep_trains: bool = False,
-    ) -> None:
-        self.modules = modules
-        self.fanouts = {n: f.flatten() for n, f in fanouts.items() if n in modules}
-        self.count_spikes = {n for n in count_spikes if n in modules}
-        # neurons whose spikes drive no synapse (e.g. into a spike max-pool): SynOps are zeros
-        self._silent = {n for n in self.count_spikes
-                        if n in self.fanouts and not bool(self.fanouts[n].any())}
-        self._binary = {n: _is_binary(m) for n, m in modules.items()}
-        self._deferred = {n: _fresh_outputs(m) for n, m in modules.items()}
-        self._weights: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
-        self._position_fans: dict[tuple, Tensor | None] = {}  # see _position_fan
-        self._reductions: dict[tuple, _Reduction | None] = {}  # see _reduction
-        self._begin(keep_trains)
-
-    def _begin(self, keep_trains: bool) -> None:
-        """Empty per-run state."""
-        self.keep_trains = keep_trains
-        self.records: dict[str, list[tuple[Tensor, Tensor]]] = {n: [] for n in self.modules}
-        self.trains: dict[str, list[Tensor]] = {n: [] for n in self.count_spikes}
-        self.num_neurons: dict[str, int] = {}
-        self._handles: list[Any] = []
-        self._pending: dict[str, list[Tensor]] = {n: [] for n, d in self._deferred.items() if d}
-        self._limits: dict[str, int] = {}
-        self._reduced: dict[str, _Reduction | None] = {}  # this run's _reduction
-
-    def renewed(self, keep_trains: bool = False) -> SpikeRecorder:
-        """A recorder for a new run over the same modules that shares this one's tables (the
-        fan-outs in the counting dtype, which modules spike 0/1), so a run has no set-up work."""
-        new = copy.copy(self)
-        new._begin(keep_trains)
-        return new
-
-    def _weight(self, name: str, flat: Tensor) -> Tensor:
-        """The fan-out ``[N]`` of one module in the counting dtype, on ``flat``'s device."""
-        n = flat.shape[-1]
-        key = (name, flat.dtype, flat.device)
-        fan = self._weights.get(key)
-        if fan is None or fan.numel() != n:
-            fan = self.fanouts.get(name)
-            if fan is None:
-                fan = torch.zeros(n, dtype=torch.long)
-            elif fan.numel() != n:
-                raise ValueError(f"module {name!r} emitted {n} neurons per sample but its fan-out "
-                                 f"has {fan.numel()} entries (input shape changed since "
-                                 "profiling?)")
-            fan = self._weights[key] = counting_fan(fan, flat.dtype, flat.device)
-        self.num_neurons[name] = n
-        return fan
-
-    def _position_fan(self, name: str, block: Tensor, fan: Tensor) -> Tensor | None:
-        """The fan-out per position ``[H*W...]`` when it is the same in every channel of
-        ``block`` ``[t, B, C, ...]`` (a convolution reading all channels with all weights
-        non-zero), else None. Then :math:`\\sum_i s_i f_i = \\sum_p f_p \\sum_c s_{c,p}`: the
-        spikes are read once (a sum over channels), not twice (a sum and a product); exact in
-        the counting dtype for the same reason as the product (every partial sum is at most
-        ``sum(f)``)."""
-        if block.dim() < 4:
-            return None
-        key = (name, fan.dtype, fan.device, tuple(block.shape[2:]))
-        if key not in self._position_fans:
-            rows = fan.view(block.shape[2], -1)
-            shared = bool((rows == rows[0]).all())  # once per module and shape
-            self._position_fans[key] = rows[0].contiguous() if shared else None
-        return self._position_fans[key]
-
-    def observe(self, name: str, output: Any, steps: int | None = None) -> None:
-        """Count one output of module ``name``: one step ``[B, ...]``, or ``steps`` steps
-        ``[steps, B, ...]`` at once (the folded runner's blocks; no per-step hooks fire there).
-        A tuple output counts its first element (the spikes)."""
-        spk = (output[0] if isinstance(output, (tuple, list)) else output).detach()
-        block = spk if steps is not None else spk.unsqueeze(0)
-        flat = block.flatten(2)
-        fan = self._weight(name, flat)
-        if not self._binary[name]:
-            flat = flat.ne(0)
-        if flat.dtype != fan.dtype:
-            flat = flat.to(fan.dtype)
-        # spikes, SynOps: [t, B] each, only what is reported and not known to be zero
-        product = name in self.fanouts and name not in self._silent
-        shared = self._position_fan(name, block, fan) if product else None
-        if shared is not None:  # one pass over the spikes: per-position sums over channels
-            flat, fan = flat.unflatten(2, (block.shape[2], -1)).sum(2), shared
-        self._record(name, flat, fan if product else None)
-        if self.keep_trains and name in self.trains:
-            self.trains[name].append(block if steps is not None else block.clone())
-
-    def _record(self, name: str, flat: Tensor, fan: Tensor | None) -> None:
-        """Record the counts of ``flat`` ``[t, B, R]`` (0/1 spikes, or per-position sums of them,
-        in the counting dtype): spikes ``flat.sum(2)`` when reported, SynOps ``flat @ fan`` (no
-        ``fan``: none reported)."""
-        counts = flat.sum(2) if name in self.count_spikes else None
-        synops = flat @ fan if fan is not None else None
-        self.records[name].append((counts, synops))
-
-    def _reduction(self, name: str, spk: Tensor) -> _Reduction | None:
-        """How :meth:`take` reduces a step of ``name``'s spikes ``spk`` ``[B, C, ...]`` as soon
-        as it is made (while in cache; the step's spikes are then not kept): ``(dims, f_p)``,
-        one ``spk.sum(dims)``, cached per module and step shape:
-
-        * ``(1, f_p)``: to the per-position sums over the C channels ``[B, ...]``, counted later
-          against the per-position fan-out ``f_p`` (:meth:`_position_fan`: the same in every
-          channel): spikes :math:`\\sum_p \\sum_c s_{c,p}`,
-          SynOps :math:`\\sum_p f_p \\sum_c s_{c,p}`;
-        * ``((1, ..., d-1), None)``: to the spike count per sample ``[B]`` (no SynOps reported:
-          a neuron feeding a spike max-pool);
-        * None: not reduced, the spikes are kept (graded spikes, fan-outs that differ between
-          channels, counts in another dtype, or the trains are kept).
-
-        Exact: the spikes are 0/1 in the counting dtype and every partial sum is at most the
-        number of neurons or ``sum(f)`` (see the class docstring)."""
-        key = (name, tuple(spk.shape), spk.dtype, spk.device)
-        if key not in self._reductions:
-            reduction = None
-            fan = (self._weight(name, spk.flatten(1).unsqueeze(0))  # checks the size
-                   if self._binary[name] and spk.dim() >= 3 else None)
-            if fan is None or fan.dtype != spk.dtype:
-                pass  # not 0/1, no channels, or counted in another dtype: kept whole
-            elif name not in self.fanouts or name in self._silent:
-                if name in self.count_spikes:
-                    reduction = (tuple(range(1, spk.dim())), None)
-            else:
-                shared = self._position_fan(name, spk.unsqueeze(0), fan)
-                reduction = None if shared is None else (1, shared)
-            self._reductions[key] = reduction
-        return self._reductions[key]
-
-    def take(self, name: str, output: Any) -> None:
-        """One step's output of module ``name`` (what its forward hook sees): counted now, or
-        kept for a block when the module's outputs are fresh tensors, reduced to what the counts
-        need first where possible (:meth:`_reduction`; one kernel, no reshape: every call
-        counts in a step)."""
-        if not self._deferred[name]:
-            self.observe(name, output)
-            return
-        spk = output[0] if isinstance(output, (tuple, list)) else output
-        if spk.requires_grad:
-            spk = spk.detach()
-        if name not in self._reduced:  # the first step of this run
-            self._reduced[name] = None if self.keep_trains else self._reduction(name, spk)
-            self.num_neurons[name] = spk[0].numel()
-        reduction = self._reduced[name]
-        if reduction is not None:
-            spk = spk.sum(reduction[0])
-        pending = self._pending[name]
-        pending.append(spk)
-        limit = self._limits.get(name)
-        if limit is None:  # steps per block, from the first step's size
-            size = max(spk.numel() * spk.element_size(), 1)
-            limit = self._limits[name] = DEFER_BYTES // size if size <= DEFER_STEP_BYTES else 1
-        if len(pending) >= limit:
-            self._flush(name)
-
-    def _flush(self, name: str) -> None:
-        """Count the steps a deferred hook has collected, as one block."""
-        pending = self._pending.get(name)
-        if not pending:
-            return
-        reduction = self._reduced.get(name)
-        if reduction is None:
-            if len(pending) == 1:
-                self.observe(name, pending.pop())  # no stack copy for one step
-            else:
-                self.observe(name, torch.stack(pending), steps=len(pending))
-                pending.clear()
-            return
-        block = torch.stack(pending)
-        pending.clear()
-        if reduction[1] is None:  # [t, B]: the spike counts themselves
-            self.records[name].append((block, None))
-        else:  # [t, B, ...] per-position sums, SynOps against the per-position fan-out
-            self._record(name, block.flatten(2), reduction[1])
-
-    def __enter__(self) -> SpikeRecorder:
-        if self._handles:
-            raise RuntimeError("this recorder is already recording; use renewed() for another run")
-        for name, module in self.modules.items():
-            self._handles.append(module.register_forward_hook(
-                lambda module, inputs, output, name=name: self.take(name, output)))
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        for name in list(self._pending):
-            self._flush(name)
-
-    def stacked(self) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
-        """``(spikes, synops, trains)``: per-name ``[T, B]`` counts (``long``) and spike trains."""
-        for name in list(self._pending):
-            self._flush(name)
-        # exact integers in float (see the class docstring): .long() converts exactly
-        spikes = {n: cat_blocks([c for c, _ in v]).long() for n, v in self.records.items()
-                  if v and n in self.count_spikes}
-        synops = {n: torch.zeros_like(spikes[n]) if n in self._silent
-                  else cat_blocks([s for _, s in v]).long()
-                  for n, v in self.records.items() if v and n in self.fanouts}
-        trains = {}
-        for name, values in self.trains.items():
-            if values:
-                trains[name] = torch.cat(values)
-        return spikes, synops, trains
-
-
 def counting_fan(fan: Tensor, dtype: torch.dtype, device: torch.device | str) -> Tensor:
     """A fan-out, flattened to ``[N]``, on ``device`` in the dtype its SynOps product with spikes
     of ``dtype`` runs in: float32 when that product is exact (``N < 2**24``, ``sum(f) < 2**24``:
@@ -514,32 +256,6 @@ def counting_fan(fan: Tensor, dtype: torch.dtype, device: torch.device | str) ->
     exact32 = fan.numel() < 2**24 and int(fan.sum()) < 2**24 and dtype != torch.float64
     return fan.flatten().to(device=device,
                             dtype=torch.float32 if exact32 else torch.float64).contiguous()
-
-
-def cat_blocks(blocks: list[Tensor]) -> Tensor:
-    """The blocks concatenated over time (a single block as is)."""
-    return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
-
-
-def _fresh_outputs(module: nn.Module) -> bool:
-    """Whether every call returns new spike tensors, never changed afterwards, so a hook may
-    keep them and count several steps at once: the neurons and ``SpikeMaxPool2d`` (a radix
-    ``Delay`` may hand out views of its ring buffer, and unknown modules are not trusted)."""
-    return is_neuron(module) or isinstance(module, SpikeMaxPool2d)
-
-
-def _is_binary(module: nn.Module) -> bool:
-    """Whether a module's spikes are 0/1 (not graded), checked once before the run.
-
-    Only neurons are trusted: a routing layer may carry scaled spikes (a radix ``Delay`` after
-    the ``Scale`` of an identity shortcut), so its output is counted as ``!= 0``.
-    """
-    if isinstance(module, SpikeMaxPool2d):
-        return True  # routes its input's spikes (a neuron's or a pool's in converted nets)
-    if not is_neuron(module):
-        return False
-    factor = getattr(module, "graded_spikes_factor", 1.0)
-    return bool(torch.all(torch.as_tensor(factor) == 1))
 
 
 # --------------------------------------------------------------------------- ANN and curves

@@ -1,0 +1,188 @@
+"""Counting spikes and synaptic operations from what the modules return, in one place.
+
+* :class:`Counter` takes the outputs of the watched modules (hidden neurons: spikes and SynOps;
+  routing layers such as spike max-pools and delays: SynOps) one step ``[B, ...]`` or one block
+  ``[t, B, ...]`` at a time, exactly as the runners got them from the modules (after any hook of
+  the user's), and turns them into per-step, per-sample counts ``[T, B]``.
+* :func:`network_profile` is :func:`~.metrics.profile_graph` (the fan-outs) of a network,
+  reused only while nothing it read has changed: the graph's nodes, the modules it calls and
+  their settings, every weight it binarised (compared by value, so edits through ``.data`` count)
+  and the input's shape, dtype and device.
+
+Definitions (spikes, fan-out, SynOps): :mod:`.metrics`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, fx, nn
+
+from ..conversion.network import SIMULATE_CACHE
+from .metrics import INPUT, GraphProfile, counting_fan, is_neuron, is_stateful, profile_graph
+
+__all__ = ["Counter", "count_input", "network_profile", "watched_modules"]
+
+BLOCK_BYTES = 4 * 2**20
+"""Spike masks a :class:`Counter` collects per module before counting them as one block."""
+
+
+def watched_modules(snn: nn.Module) -> tuple[dict[str, nn.Module], set[str]]:
+    """The modules whose outputs are counted: hidden neurons (spikes + SynOps) and the other
+    stateful modules except the output integrator (routing layers: SynOps only)."""
+    neurons = dict(snn.neurons())
+    output = snn.output_neuron
+    modules = dict(neurons)
+    for node in snn.graph.graph.nodes:
+        if node.op == "call_module":
+            module = snn.graph.get_submodule(node.target)
+            if is_stateful(module) and not is_neuron(module) and module is not output:
+                modules[node.target] = module
+    return modules, set(neurons)
+
+
+class Counter:
+    """Spikes and SynOps per step and sample of the watched modules, on device, no host sync.
+
+    A module's output (its first element for a tuple) is reduced to its non-zero mask at once
+    (graded spikes count once; the mask is a fresh tensor, so a module that hands out views of
+    its own state is safe); the masks are counted in blocks of about ``BLOCK_BYTES``: spikes
+    ``mask.sum()``, SynOps ``mask @ f`` with the fan-out ``f`` in a dtype where the product is
+    exact (:func:`~.metrics.counting_fan`).
+
+    Args:
+        fanouts: name -> fan-out of one sample's output, for the modules whose SynOps are
+            reported.
+        spiking: names whose spikes are reported (the hidden neurons).
+        keep_trains: also keep the full outputs of ``spiking`` (memory: ``T * B * N``).
+    """
+
+    def __init__(self, fanouts: dict[str, Tensor], spiking: set[str], keep_trains: bool) -> None:
+        self.fanouts = fanouts
+        self.spiking = spiking
+        self.keep_trains = keep_trains
+        self.pending: dict[str, list[Tensor]] = {}
+        self.counts: dict[str, list[tuple[Tensor, Tensor | None]]] = {}
+        self.trains: dict[str, list[Tensor]] = {}
+        self.num_neurons: dict[str, int] = {}
+        self._weights: dict[str, Tensor] = {}  # fan-outs in the counting dtype
+
+    def add(self, name: str, output: Any, steps: int | None = None) -> None:
+        """One step ``[B, ...]`` (``steps=None``) or a block ``[steps, B, ...]`` of ``name``."""
+        spikes = output[0] if isinstance(output, (tuple, list)) else output
+        block = spikes.unsqueeze(0) if steps is None else spikes
+        if self.keep_trains and name in self.spiking:
+            self.trains.setdefault(name, []).append(block.clone())
+        pending = self.pending.setdefault(name, [])
+        pending.append(block.ne(0))
+        if len(pending) * pending[0].numel() >= BLOCK_BYTES:
+            self._flush(name)
+
+    def _flush(self, name: str) -> None:
+        pending = self.pending.pop(name, [])
+        if not pending:
+            return
+        masks = torch.cat(pending).flatten(2)  # [t, B, N]
+        self.num_neurons[name] = masks.shape[2]
+        fan = self.fanouts.get(name)
+        synops = None
+        if fan is not None:
+            if fan.numel() != masks.shape[2]:
+                raise ValueError(f"module {name!r} emitted {masks.shape[2]} values per sample but "
+                                 f"its fan-out has {fan.numel()} (input shape changed?)")
+            if name not in self._weights:
+                self._weights[name] = counting_fan(fan, torch.float32, masks.device)
+            weight = self._weights[name]
+            synops = (masks.to(weight.dtype) @ weight).long()  # exact (counting_fan)
+        self.counts.setdefault(name, []).append((masks.sum(2), synops))
+
+    def results(self) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+        """``(spikes, synops, trains)``: per name ``[T, B]`` counts (``long``) and the trains."""
+        for name in list(self.pending):
+            self._flush(name)
+        spikes = {n: torch.cat([c for c, _ in parts]) for n, parts in self.counts.items()
+                  if n in self.spiking}
+        synops = {n: torch.cat([s for _, s in parts]) for n, parts in self.counts.items()
+                  if n in self.fanouts}
+        trains = {n: torch.cat(parts) for n, parts in self.trains.items()}
+        return spikes, synops, trains
+
+
+def count_input(train: Tensor, fan: Tensor) -> tuple[Tensor, Tensor]:
+    """Input spikes (non-zero entries) and their SynOps per step and sample ``[T, B]``."""
+    counter = Counter({INPUT: fan}, {INPUT}, keep_trains=False)
+    counter.add(INPUT, train, steps=train.shape[0])
+    spikes, synops, _ = counter.results()
+    return spikes[INPUT], synops[INPUT]
+
+
+# --------------------------------------------------------------------------- fan-out reuse
+
+
+_WEIGHTED = (nn.Linear, nn.modules.conv._ConvNd)
+
+
+@dataclass
+class _Profiled:
+    """A profile and everything it was computed from (see :func:`network_profile`)."""
+
+    key: tuple
+    weights: list[tuple[Tensor, Tensor]]  # (tensor the pass read, its value then)
+    profile: GraphProfile
+
+    def still_valid(self, key: tuple) -> bool:
+        try:
+            same = key == self.key
+        except RuntimeError:  # a tensor constant in the node arguments: compare it no further
+            same = False
+        return same and all(torch.equal(now, then) for now, then in self.weights)
+
+
+def _module_settings(module: nn.Module) -> tuple:
+    """What the fan-out pass reads from a module besides its weights: the module itself, its
+    class and its public plain attributes (a conv's stride, padding, groups, ...); of a stateful
+    module only whether it returns its membrane too (its output is a fresh source)."""
+    if is_stateful(module):
+        return module, type(module), getattr(module, "output", None)
+    public = tuple(sorted((k, v) for k, v in vars(module).items()
+                          if not k.startswith("_") and isinstance(v, (int, float, str, bool,
+                                                                      tuple, type(None)))))
+    return module, type(module), public
+
+
+def _profile_inputs(graph: fx.GraphModule, example: Tensor) -> tuple[tuple, list[Tensor]]:
+    """The key of a profile (nodes, modules and their settings, input shape / dtype / device)
+    and the weight tensors the fan-out pass binarises (Linear / Conv weights, tensors fetched
+    by the graph)."""
+    nodes, modules, weights = [], [], []
+    for node in graph.graph.nodes:
+        nodes.append((node, node.op, node.target, node.args, node.kwargs))
+        if node.op == "call_module":
+            module = graph.get_submodule(node.target)
+            modules.append(_module_settings(module))
+            if isinstance(module, _WEIGHTED) and not is_stateful(module):
+                weights.append(module.weight)
+        elif node.op == "get_attr":
+            value = graph
+            for part in node.target.split("."):
+                value = getattr(value, part)
+            if isinstance(value, Tensor):
+                weights.append(value)
+    key = (tuple(nodes), tuple(modules), tuple(example.shape[1:]), example.dtype, example.device)
+    return key, weights
+
+
+def network_profile(snn: nn.Module, example: Tensor) -> GraphProfile:
+    """:func:`~.metrics.profile_graph` of ``snn.graph`` for inputs shaped like ``example``
+    ``[B, ...]``, kept on the network and reused while every input of the pass is unchanged
+    (:func:`_profile_inputs`; weights compared by value, so ``w.data[...] = 0`` is seen)."""
+    key, weights = _profile_inputs(snn.graph, example)
+    cached = snn.__dict__.get(SIMULATE_CACHE)
+    if isinstance(cached, _Profiled) and cached.still_valid(key):
+        return cached.profile
+    profile = profile_graph(snn.graph, example)
+    snn.__dict__[SIMULATE_CACHE] = _Profiled(key, [(w, w.detach().clone()) for w in weights],
+                                             profile)
+    return profile
