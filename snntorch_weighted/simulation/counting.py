@@ -15,15 +15,16 @@ Definitions (spikes, fan-out, SynOps): :mod:`.metrics`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, fx, nn
 
 from ..conversion.network import SIMULATE_CACHE
-from .metrics import INPUT, GraphProfile, counting_fan, is_neuron, is_stateful, profile_graph
+from .metrics import INPUT, GraphProfile, is_neuron, is_stateful, profile_graph
 
-__all__ = ["Counter", "count_input", "network_profile", "watched_modules"]
+__all__ = ["Counter", "Fans", "count_input", "counting_fans", "network_profile",
+           "watched_modules"]
 
 BLOCK_BYTES = 4 * 2**20
 """Spike masks a :class:`Counter` collects per module before counting them as one block."""
@@ -46,28 +47,31 @@ def watched_modules(snn: nn.Module) -> tuple[dict[str, nn.Module], set[str]]:
 class Counter:
     """Spikes and SynOps per step and sample of the watched modules, on device, no host sync.
 
-    A module's output (its first element for a tuple) is reduced to its non-zero mask at once
-    (graded spikes count once; the mask is a fresh tensor, so a module that hands out views of
-    its own state is safe); the masks are counted in blocks of about ``BLOCK_BYTES``: spikes
-    ``mask.sum()``, SynOps ``mask @ f`` with the fan-out ``f`` in a dtype where the product is
-    exact (:func:`~.metrics.counting_fan`).
+    Spikes are the non-zero entries (graded spikes count once), SynOps ``sum_j [s_j != 0] f_j``
+    with the fan-out ``f`` in a dtype where the product is exact (:func:`counting_fans`). The
+    outputs of a module in ``binary`` (exactly 0 / 1, :func:`~.plain.emits_binary`) are counted
+    as they come: ``s.sum()`` and ``s @ f``. Any other output is first reduced to its non-zero
+    mask (a fresh tensor, so a module that hands out views of its own state is safe), and the
+    masks are counted in blocks of about ``BLOCK_BYTES``.
 
     Args:
-        fanouts: name -> fan-out of one sample's output, for the modules whose SynOps are
-            reported.
+        fanouts: name -> fan-out of the modules whose SynOps are reported
+            (:func:`counting_fans`).
         spiking: names whose spikes are reported (the hidden neurons).
         keep_trains: also keep the full outputs of ``spiking`` (memory: ``T * B * N``).
+        binary: names whose outputs are exactly 0 / 1.
     """
 
-    def __init__(self, fanouts: dict[str, Tensor], spiking: set[str], keep_trains: bool) -> None:
+    def __init__(self, fanouts: dict[str, Fans], spiking: set[str], keep_trains: bool,
+                 binary: set[str] | None = None) -> None:
         self.fanouts = fanouts
         self.spiking = spiking
         self.keep_trains = keep_trains
+        self.binary = binary or set()
         self.pending: dict[str, list[Tensor]] = {}
         self.counts: dict[str, list[tuple[Tensor, Tensor | None]]] = {}
         self.trains: dict[str, list[Tensor]] = {}
         self.num_neurons: dict[str, int] = {}
-        self._weights: dict[str, Tensor] = {}  # fan-outs in the counting dtype
 
     def add(self, name: str, output: Any, steps: int | None = None) -> None:
         """One step ``[B, ...]`` (``steps=None``) or a block ``[steps, B, ...]`` of ``name``."""
@@ -75,6 +79,9 @@ class Counter:
         block = spikes.unsqueeze(0) if steps is None else spikes
         if self.keep_trains and name in self.spiking:
             self.trains.setdefault(name, []).append(block.clone())
+        if name in self.binary:
+            self._count(name, block.flatten(2))
+            return
         pending = self.pending.setdefault(name, [])
         pending.append(block.ne(0))
         if len(pending) * pending[0].numel() >= BLOCK_BYTES:
@@ -82,21 +89,23 @@ class Counter:
 
     def _flush(self, name: str) -> None:
         pending = self.pending.pop(name, [])
-        if not pending:
-            return
-        masks = torch.cat(pending).flatten(2)  # [t, B, N]
-        self.num_neurons[name] = masks.shape[2]
-        fan = self.fanouts.get(name)
+        if pending:
+            self._count(name, torch.cat(pending).flatten(2))
+
+    def _count(self, name: str, flat: Tensor) -> None:
+        """Count ``flat`` ``[t, B, N]`` (0 / 1 values or a mask)."""
+        self.num_neurons[name] = flat.shape[2]
+        fans = self.fanouts.get(name)
         synops = None
-        if fan is not None:
-            if fan.numel() != masks.shape[2]:
-                raise ValueError(f"module {name!r} emitted {masks.shape[2]} values per sample but "
-                                 f"its fan-out has {fan.numel()} (input shape changed?)")
-            if name not in self._weights:
-                self._weights[name] = counting_fan(fan, torch.float32, masks.device)
-            weight = self._weights[name]
-            synops = (masks.to(weight.dtype) @ weight).long()  # exact (counting_fan)
-        self.counts.setdefault(name, []).append((masks.sum(2), synops))
+        if fans is not None:
+            weight = fans.single if fans.single is not None and flat.dtype != torch.float64 \
+                else fans.double
+            if weight.numel() != flat.shape[2]:
+                raise ValueError(f"module {name!r} emitted {flat.shape[2]} values per sample but "
+                                 f"its fan-out has {weight.numel()} (input shape changed?)")
+            synops = (flat.to(weight.dtype) @ weight.to(flat.device)).long()  # exact
+        counts = flat.sum(2)
+        self.counts.setdefault(name, []).append((counts.long(), synops))
 
     def results(self) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
         """``(spikes, synops, trains)``: per name ``[T, B]`` counts (``long``) and the trains."""
@@ -110,9 +119,28 @@ class Counter:
         return spikes, synops, trains
 
 
-def count_input(train: Tensor, fan: Tensor) -> tuple[Tensor, Tensor]:
+class Fans(NamedTuple):
+    """A fan-out flattened to ``[N]`` for the SynOps product: in float32 where that product is
+    exact (``N < 2**24`` and ``sum(f) < 2**24``: no partial sum can round), else ``None``, and in
+    float64 (for float64 spikes, or larger sums)."""
+
+    single: Tensor | None
+    double: Tensor
+
+
+def counting_fans(fanout: dict[str, Tensor]) -> dict[str, Fans]:
+    """:class:`Fans` of every fan-out (one host read each)."""
+    out = {}
+    for name, fan in fanout.items():
+        flat = fan.flatten()
+        exact32 = flat.numel() < 2**24 and int(flat.sum()) < 2**24
+        out[name] = Fans(flat.float() if exact32 else None, flat.double())
+    return out
+
+
+def count_input(train: Tensor, fans: Fans) -> tuple[Tensor, Tensor]:
     """Input spikes (non-zero entries) and their SynOps per step and sample ``[T, B]``."""
-    counter = Counter({INPUT: fan}, {INPUT}, keep_trains=False)
+    counter = Counter({INPUT: fans}, {INPUT}, keep_trains=False)
     counter.add(INPUT, train, steps=train.shape[0])
     spikes, synops, _ = counter.results()
     return spikes[INPUT], synops[INPUT]
@@ -131,6 +159,7 @@ class _Profiled:
     key: tuple
     weights: list[tuple[Tensor, Tensor]]  # (tensor the pass read, its value then)
     profile: GraphProfile
+    fans: dict[str, Fans]  # counting_fans(profile.fanout)
 
     def still_valid(self, key: tuple) -> bool:
         try:
@@ -174,15 +203,16 @@ def _profile_inputs(graph: fx.GraphModule, example: Tensor) -> tuple[tuple, list
     return key, weights
 
 
-def network_profile(snn: nn.Module, example: Tensor) -> GraphProfile:
+def network_profile(snn: nn.Module, example: Tensor) -> tuple[GraphProfile, dict[str, Fans]]:
     """:func:`~.metrics.profile_graph` of ``snn.graph`` for inputs shaped like ``example``
     ``[B, ...]``, kept on the network and reused while every input of the pass is unchanged
-    (:func:`_profile_inputs`; weights compared by value, so ``w.data[...] = 0`` is seen)."""
+    (:func:`_profile_inputs`; weights compared by value, so ``w.data[...] = 0`` is seen), and
+    its :func:`counting_fans`."""
     key, weights = _profile_inputs(snn.graph, example)
     cached = snn.__dict__.get(SIMULATE_CACHE)
-    if isinstance(cached, _Profiled) and cached.still_valid(key):
-        return cached.profile
-    profile = profile_graph(snn.graph, example)
-    snn.__dict__[SIMULATE_CACHE] = _Profiled(key, [(w, w.detach().clone()) for w in weights],
-                                             profile)
-    return profile
+    if not (isinstance(cached, _Profiled) and cached.still_valid(key)):
+        profile = profile_graph(snn.graph, example)
+        cached = _Profiled(key, [(w, w.detach().clone()) for w in weights], profile,
+                           counting_fans(profile.fanout))
+        snn.__dict__[SIMULATE_CACHE] = cached
+    return cached.profile, cached.fans

@@ -5,11 +5,11 @@ once per *block* of ``t`` steps instead, node by node, with time folded into the
 of the block is ``[t * B, ...]`` (step-major). Every node's output at step ``s`` depends only on
 its inputs at step ``s`` and its own state, so the two orders compute the same values:
 
-* a stateless node (:func:`folds`: a layer of a known stateless class, or one of a few
+* a stateless node (:func:`~.plain.folds`: a layer of a known stateless class, or one of a few
   elementwise functions) runs once on the whole block;
 * a stateful module (a neuron, a spike max-pool, a delay) steps through the block in time order:
   with one call ``module.forward_steps(x[t, B, ...])`` where that provably equals ``t`` calls
-  (:func:`runs_as_block`), else with ``t`` ordinary calls ``module(x[s])``;
+  (:func:`~.plain.runs_as_block`), else with ``t`` ordinary calls ``module(x[s])``;
 * any other node (a module with hooks, a subclass, an unknown module or function) is called once
   per step, ``node(x[s])``, exactly as the step loop calls it.
 
@@ -26,64 +26,17 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules import module as _torch_module
 
 from ..conversion.convert import _membrane
-from ..conversion.layers import Scale, SpikeMaxPool2d
-from ..conversion.radix import Delay, RadixMaxPool2d
-from ..neurons.leaky import RadixLeaky, WeightedLeaky
 from ..neurons.reset import is_stateful
 from .counting import Counter
 from .loop import Op, StepProgram
+from .plain import folds, runs_as_block
 
-__all__ = ["FoldedRunner", "calls_plainly", "folds", "runs_as_block"]
+__all__ = ["FoldedRunner"]
 
-_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-                 "_global_backward_pre_hooks")
-_STEPPERS = (WeightedLeaky, RadixLeaky, SpikeMaxPool2d, Delay, RadixMaxPool2d)
-"""The package's stateful classes; ``forward_steps`` of these classes equals stepping."""
-_STATELESS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.AvgPool1d, nn.AvgPool2d,
-              nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.MaxPool1d, nn.MaxPool2d,
-              nn.Flatten, nn.Identity, nn.ReLU, nn.Dropout, nn.BatchNorm1d, nn.BatchNorm2d, Scale)
-"""Layers whose output row i depends only on input row i (in eval mode, flattening no batch)."""
 _ELEMENTWISE = (operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.mul,
                 torch.relu, nn.functional.relu)
-
-
-def calls_plainly(module: nn.Module) -> bool:
-    """Whether ``module(x)`` is exactly its class's ``forward(x)`` now: no forward / backward
-    hooks or pre-hooks on it, no global module hooks, not compiled with ``module.compile()``,
-    no ``forward`` set on the instance, no JIT tracing."""
-    if torch._C._get_tracing_state() or any(getattr(_torch_module, name, None)
-                                            for name in _GLOBAL_HOOKS):
-        return False
-    return not (module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                or module._backward_pre_hooks or "forward" in module.__dict__
-                or "forward_steps" in module.__dict__
-                or getattr(module, "_compiled_call_impl", None) is not None
-                or type(module).__call__ is not nn.Module.__call__)
-
-
-def runs_as_block(module: nn.Module) -> bool:
-    """Whether ``module.forward_steps(x[t, B, ...])`` provably equals ``t`` calls
-    ``module(x[s])``: the module is an instance of one of the package's stateful classes itself
-    (not of a subclass, which may override ``forward``), that class has ``forward_steps``
-    (equal to stepping, tested with each class), and the module is called plainly
-    (:func:`calls_plainly`: no hooks that would see, or change, each step)."""
-    cls = type(module)
-    return cls in _STEPPERS and hasattr(cls, "forward_steps") and calls_plainly(module)
-
-
-def folds(module: nn.Module) -> bool:
-    """Whether ``module`` may run once on a block with time folded into the batch: exactly one
-    of the stateless layer classes (not a subclass), called plainly, not in training mode
-    (dropout draws, batch statistics), and not flattening the batch dimension."""
-    if type(module) not in _STATELESS or not calls_plainly(module):
-        return False
-    if module.training and isinstance(module, (nn.Dropout, nn.BatchNorm1d, nn.BatchNorm2d)):
-        return False
-    return not (isinstance(module, nn.Flatten) and module.start_dim == 0)
-
 
 def _folds_call(op: Op, args: tuple) -> bool:
     """A function / method node that acts on each sample alone: elementwise arithmetic, the

@@ -42,7 +42,6 @@ from ..neurons.reset import is_stateful
 __all__ = [
     "INPUT",
     "GraphProfile",
-    "counting_fan",
     "ann_macs",
     "fanout",
     "is_neuron",
@@ -247,15 +246,6 @@ def profile_graph(graph: fx.GraphModule, example_step: Tensor) -> GraphProfile:
 def fanout(graph: fx.GraphModule, example_step: Tensor) -> dict[str, Tensor]:
     """Per-neuron fan-out of every spike source (see :func:`profile_graph`)."""
     return profile_graph(graph, example_step).fanout
-
-
-def counting_fan(fan: Tensor, dtype: torch.dtype, device: torch.device | str) -> Tensor:
-    """A fan-out, flattened to ``[N]``, on ``device`` in the dtype its SynOps product with spikes
-    of ``dtype`` runs in: float32 when that product is exact (``N < 2**24``, ``sum(f) < 2**24``:
-    no partial sum can round; float64 spikes stay float64), else float64."""
-    exact32 = fan.numel() < 2**24 and int(fan.sum()) < 2**24 and dtype != torch.float64
-    return fan.flatten().to(device=device,
-                            dtype=torch.float32 if exact32 else torch.float64).contiguous()
 
 
 # --------------------------------------------------------------------------- ANN and curves

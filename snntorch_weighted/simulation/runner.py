@@ -24,6 +24,7 @@ from .inputs import check_decision, check_network, input_train, to_network
 from .loop import StepProgram, run_loop
 from .metrics import INPUT, ann_macs
 from .metrics import steps_to_accuracy as steps_to_accuracy
+from .plain import emits_binary
 from .result import SimulationResult, readout_of
 from .shortcut import radix_shortcut
 
@@ -175,17 +176,17 @@ def _simulate(snn: nn.Module, inputs: Tensor, num_steps: int | None, labels: Ten
     train = input_train(snn, inputs, num_steps, labels, encoded)
     if labels is not None:
         labels = labels.to(train.device)
-    profile = network_profile(snn, train[0])
+    profile, fans = network_profile(snn, train[0])
     chunk = _choose_chunk(*folding, profile.max_numel, train)
     modules, spiking = watched_modules(snn)
-    counter = Counter({n: f for n, f in profile.fanout.items() if n in modules}, spiking,
-                      record_layers)
+    counter = Counter({n: f for n, f in fans.items() if n in modules}, spiking,
+                      record_layers, {n for n in spiking if emits_binary(modules[n])})
     with _skipping(snn, skip_periods):  # decode sees this run's skip_periods too
         mem = _run(snn, train, chunk, counter, set(modules))
         readout = readout_of(snn, mem)
         estimate = snn.decode_trace(readout)
     spikes, synops, trains = counter.results()
-    input_spikes, synops[INPUT] = count_input(train, profile.fanout[INPUT])
+    input_spikes, synops[INPUT] = count_input(train, fans[INPUT])
     predictions = readout.argmax(-1)
     return SimulationResult(
         coding=snn.coding, num_steps=train.shape[0], mem=mem, readout=readout, estimate=estimate,

@@ -16,7 +16,7 @@ from torch import Tensor, fx, nn
 
 from .. import spikegen
 from . import decision as _decision
-from .counting import BLOCK_BYTES, Counter, network_profile, watched_modules
+from .counting import BLOCK_BYTES, Counter, Fans, network_profile, watched_modules
 from .inputs import check_batch, check_decision, check_network, resolve_steps, to_network
 from .loop import fetch
 from .metrics import INPUT, ann_macs, is_stateful
@@ -202,7 +202,7 @@ def _apply(graph: fx.GraphModule, node: fx.Node, args: tuple, kwargs: dict) -> A
     raise ValueError(f"unexpected node {node.name!r} ({node.op}) in the step graph")
 
 
-def _count(emitted: tuple[Callable[[int, int], Tensor], int], steps: int, fan: Tensor | None,
+def _count(emitted: tuple[Callable[[int, int], Tensor], int], steps: int, fan: Fans | None,
            keep: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Per step: non-zero entries and SynOps ``[T, B']`` (with ``fan``), and with ``keep`` the
     emitted values ``[T, B', ...]``, counted by a :class:`~.counting.Counter`. ``emitted`` is
@@ -262,7 +262,7 @@ def radix_shortcut(
         labels = labels.to(x.device)
     bits, batch = int(snn.num_bits), x.shape[0]
     code = spikegen.quantize_code(x, bits).to(x.dtype if x.is_floating_point() else torch.float64)
-    profile = network_profile(snn, x[:1])
+    profile, fans = network_profile(snn, x[:1])
     modules, neuron_names = watched_modules(snn)
     evaluator = _PeriodEvaluator(snn, code)
     nodes = {n.target: n for n in snn.graph.graph.nodes if n.op == "call_module"}
@@ -280,7 +280,7 @@ def radix_shortcut(
             canonical = evaluator.canonical(nodes[name], period)
             if canonical not in parts:
                 parts[canonical] = _count(evaluator.emitted(nodes[name], period), bits,
-                                          profile.fanout.get(name),
+                                          fans.get(name),
                                           record_layers and name in neuron_names)
 
     def per_step(name: str, i: int) -> Tensor | None:
