@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from ..conversion.network import SIMULATE_CACHE
+from .graphs import fetch, graph_modules
 from .metrics import INPUT, GraphProfile, is_neuron, is_stateful, profile_graph
 
 __all__ = ["Counter", "Fans", "count_input", "counting_fans", "network_profile",
@@ -31,17 +32,18 @@ BLOCK_BYTES = 4 * 2**20
 
 
 def watched_modules(snn: nn.Module) -> tuple[dict[str, nn.Module], set[str]]:
-    """The modules whose outputs are counted: hidden neurons (spikes + SynOps) and the other
-    stateful modules except the output integrator (routing layers: SynOps only)."""
-    neurons = dict(snn.neurons())
+    """The modules whose outputs are counted, by qualified name: the hidden neurons (spikes and
+    SynOps; their names are the set returned) and the other stateful modules except the output
+    integrator (routing layers: SynOps only)."""
     output = snn.output_neuron
-    modules = dict(neurons)
+    modules = graph_modules(snn.graph)
+    watched: dict[str, nn.Module] = {}
     for node in snn.graph.graph.nodes:
         if node.op == "call_module":
-            module = snn.graph.get_submodule(node.target)
-            if is_stateful(module) and not is_neuron(module) and module is not output:
-                modules[node.target] = module
-    return modules, set(neurons)
+            module = modules[node.target]
+            if is_stateful(module) and module is not output:
+                watched[node.target] = module
+    return watched, {name for name, module in watched.items() if is_neuron(module)}
 
 
 class Counter:
@@ -49,10 +51,11 @@ class Counter:
 
     Spikes are the non-zero entries (graded spikes count once), SynOps ``sum_j [s_j != 0] f_j``
     with the fan-out ``f`` in a dtype where the product is exact (:func:`counting_fans`). The
-    outputs of a module in ``binary`` (exactly 0 / 1, :func:`~.plain.emits_binary`) are counted
-    as they come: ``s.sum()`` and ``s @ f``. Any other output is first reduced to its non-zero
-    mask (a fresh tensor, so a module that hands out views of its own state is safe), and the
-    masks are counted in blocks of about ``BLOCK_BYTES``.
+    outputs of a module in ``binary`` (exactly 0 / 1, :func:`~.plain.emits_binary`: the
+    package's neurons, which return fresh tensors) are kept as they are and counted as
+    ``s.sum()`` and ``s @ f``; any other output is first reduced to its non-zero mask (a fresh
+    tensor, so a module that hands out views of its own state is safe). What is kept is counted
+    in blocks of about ``BLOCK_BYTES`` (few kernel launches per step).
 
     Args:
         fanouts: name -> fan-out of the modules whose SynOps are reported
@@ -72,6 +75,7 @@ class Counter:
         self.counts: dict[str, list[tuple[Tensor, Tensor | None]]] = {}
         self.trains: dict[str, list[Tensor]] = {}
         self.num_neurons: dict[str, int] = {}
+        self._sizes: dict[str, int] = {}  # bytes pending per name
 
     def add(self, name: str, output: Any, steps: int | None = None) -> None:
         """One step ``[B, ...]`` (``steps=None``) or a block ``[steps, B, ...]`` of ``name``."""
@@ -79,18 +83,18 @@ class Counter:
         block = spikes.unsqueeze(0) if steps is None else spikes
         if self.keep_trains and name in self.spiking:
             self.trains.setdefault(name, []).append(block.clone())
-        if name in self.binary:
-            self._count(name, block.flatten(2))
-            return
-        pending = self.pending.setdefault(name, [])
-        pending.append(block.ne(0))
-        if len(pending) * pending[0].numel() >= BLOCK_BYTES:
+        kept = block if name in self.binary else block.ne(0)
+        self.pending.setdefault(name, []).append(kept)
+        size = self._sizes.get(name, 0) + kept.numel() * kept.element_size()
+        self._sizes[name] = size
+        if size >= BLOCK_BYTES:
             self._flush(name)
 
     def _flush(self, name: str) -> None:
         pending = self.pending.pop(name, [])
+        self._sizes.pop(name, None)
         if pending:
-            self._count(name, torch.cat(pending).flatten(2))
+            self._count(name, (pending[0] if len(pending) == 1 else torch.cat(pending)).flatten(2))
 
     def _count(self, name: str, flat: Tensor) -> None:
         """Count ``flat`` ``[t, B, N]`` (0 / 1 values or a mask)."""
@@ -175,9 +179,8 @@ def _module_settings(module: nn.Module) -> tuple:
     module only whether it returns its membrane too (its output is a fresh source)."""
     if is_stateful(module):
         return module, type(module), getattr(module, "output", None)
-    public = tuple(sorted((k, v) for k, v in vars(module).items()
-                          if not k.startswith("_") and isinstance(v, (int, float, str, bool,
-                                                                      tuple, type(None)))))
+    public = tuple((k, v) for k, v in vars(module).items()
+                   if k[0] != "_" and isinstance(v, (int, float, str, bool, tuple, type(None))))
     return module, type(module), public
 
 
@@ -186,17 +189,16 @@ def _profile_inputs(graph: fx.GraphModule, example: Tensor) -> tuple[tuple, list
     and the weight tensors the fan-out pass binarises (Linear / Conv weights, tensors fetched
     by the graph)."""
     nodes, modules, weights = [], [], []
+    named = graph_modules(graph)
     for node in graph.graph.nodes:
         nodes.append((node, node.op, node.target, node.args, node.kwargs))
         if node.op == "call_module":
-            module = graph.get_submodule(node.target)
+            module = named[node.target]
             modules.append(_module_settings(module))
             if isinstance(module, _WEIGHTED) and not is_stateful(module):
                 weights.append(module.weight)
         elif node.op == "get_attr":
-            value = graph
-            for part in node.target.split("."):
-                value = getattr(value, part)
+            value = fetch(graph, node.target)
             if isinstance(value, Tensor):
                 weights.append(value)
     key = (tuple(nodes), tuple(modules), tuple(example.shape[1:]), example.dtype, example.device)

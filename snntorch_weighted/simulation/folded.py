@@ -67,10 +67,12 @@ def _fold(outputs: list[Any]) -> Any:
 
 
 def _at_step(value: Any, steps: int, s: int) -> Any:
-    """Step ``s`` of a folded value (tensors and tuples of tensors)."""
+    """Step ``s`` of a folded value (tensors, tuples of them; a plain value is every step's)."""
     if isinstance(value, Tensor):
         return value.unflatten(0, (steps, -1))[s]
-    return type(value)(_at_step(v, steps, s) for v in value)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_at_step(v, steps, s) for v in value)
+    return value
 
 
 def _unfold(value: Any, steps: int) -> Any:

@@ -18,8 +18,9 @@ import torch
 from torch import Tensor, fx, nn
 
 from .counting import Counter
+from .graphs import fetch, graph_modules
 
-__all__ = ["Op", "StepProgram", "fetch", "resolve", "run_loop"]
+__all__ = ["Op", "StepProgram", "resolve", "run_loop"]
 
 
 class _Ref:
@@ -76,17 +77,10 @@ class Op:
         return args, (resolve(self.kwargs, env) if self.kwargs else {})
 
 
-def fetch(root: nn.Module, target: str) -> Any:
-    value: Any = root
-    for part in target.split("."):
-        value = getattr(value, part)
-    return value
-
-
-def _callee(graph: fx.GraphModule, node: fx.Node) -> Any:
+def _callee(graph: fx.GraphModule, modules: dict[str, nn.Module], node: fx.Node) -> Any:
     """What an operation calls (see :class:`Op`)."""
     if node.op == "call_module":
-        return graph.get_submodule(str(node.target))
+        return modules[str(node.target)]
     if node.op == "get_attr":
         return fetch(graph, str(node.target))
     if node.op in ("call_function", "call_method"):
@@ -108,13 +102,14 @@ class StepProgram:
         self.ops: list[Op] = []
         index: dict[fx.Node, int] = {}
         self.output: Any = None
+        modules = graph_modules(graph)
         for node in graph.graph.nodes:
             refs = fx.node.map_arg((node.args, node.kwargs), lambda n: _Ref(index[n]))
             args, kwargs = tuple(refs[0]), dict(refs[1])
             if node.op == "output":
                 self.output = args[0]
                 break
-            fn = _callee(graph, node)
+            fn = _callee(graph, modules, node)
             name = str(node.target) if node.op == "call_module" and node.target in watched else None
             index[node] = len(self.ops)
             inputs = tuple(sorted({index[n] for n in node.all_input_nodes}))

@@ -17,8 +17,8 @@ from torch import Tensor, fx, nn
 from .. import spikegen
 from . import decision as _decision
 from .counting import BLOCK_BYTES, Counter, Fans, network_profile, watched_modules
+from .graphs import fetch
 from .inputs import check_batch, check_decision, check_network, resolve_steps, to_network
-from .loop import fetch
 from .metrics import INPUT, ann_macs, is_stateful
 from .result import SimulationResult, readout_of
 
