@@ -50,27 +50,23 @@ class Counter:
     """Spikes and SynOps per step and sample of the watched modules, on device, no host sync.
 
     Spikes are the non-zero entries (graded spikes count once), SynOps ``sum_j [s_j != 0] f_j``
-    with the fan-out ``f`` in a dtype where the product is exact (:func:`counting_fans`). The
-    outputs of a module in ``binary`` (exactly 0 / 1, :func:`~.plain.emits_binary`: the
-    package's neurons, which return fresh tensors) are kept as they are and counted as
-    ``s.sum()`` and ``s @ f``; any other output is first reduced to its non-zero mask (a fresh
-    tensor, so a module that hands out views of its own state is safe). What is kept is counted
-    in blocks of about ``BLOCK_BYTES`` (few kernel launches per step).
+    with the fan-out ``f`` in a dtype where the product is exact (:func:`counting_fans`). Each
+    output is reduced to its non-zero mask at once (one ``ne`` kernel writing 0 / 1 in a
+    floating dtype; a fresh tensor, so a module that hands out views of its own state is safe);
+    the masks are counted in blocks of about ``BLOCK_BYTES`` with one sum and one
+    matrix-vector product with ``f`` (few kernel launches per step).
 
     Args:
         fanouts: name -> fan-out of the modules whose SynOps are reported
             (:func:`counting_fans`).
         spiking: names whose spikes are reported (the hidden neurons).
         keep_trains: also keep the full outputs of ``spiking`` (memory: ``T * B * N``).
-        binary: names whose outputs are exactly 0 / 1.
     """
 
-    def __init__(self, fanouts: dict[str, Fans], spiking: set[str], keep_trains: bool,
-                 binary: set[str] | None = None) -> None:
+    def __init__(self, fanouts: dict[str, Fans], spiking: set[str], keep_trains: bool) -> None:
         self.fanouts = fanouts
         self.spiking = spiking
         self.keep_trains = keep_trains
-        self.binary = binary or set()
         self.pending: dict[str, list[Tensor]] = {}
         self.counts: dict[str, list[tuple[Tensor, Tensor | None]]] = {}
         self.trains: dict[str, list[Tensor]] = {}
@@ -83,9 +79,10 @@ class Counter:
         block = spikes.unsqueeze(0) if steps is None else spikes
         if self.keep_trains and name in self.spiking:
             self.trains.setdefault(name, []).append(block.clone())
-        kept = block if name in self.binary else block.ne(0)
-        self.pending.setdefault(name, []).append(kept)
-        size = self._sizes.get(name, 0) + kept.numel() * kept.element_size()
+        dtype = torch.float64 if block.dtype == torch.float64 else torch.float32
+        mask = torch.ne(block, 0, out=torch.empty(block.shape, dtype=dtype, device=block.device))
+        self.pending.setdefault(name, []).append(mask)
+        size = self._sizes.get(name, 0) + mask.numel() * mask.element_size()
         self._sizes[name] = size
         if size >= BLOCK_BYTES:
             self._flush(name)
@@ -97,19 +94,18 @@ class Counter:
             self._count(name, (pending[0] if len(pending) == 1 else torch.cat(pending)).flatten(2))
 
     def _count(self, name: str, flat: Tensor) -> None:
-        """Count ``flat`` ``[t, B, N]`` (0 / 1 values or a mask)."""
+        """Count the masks ``flat`` ``[t, B, N]`` (0 / 1, float32 or float64)."""
         self.num_neurons[name] = flat.shape[2]
         fans = self.fanouts.get(name)
         synops = None
         if fans is not None:
-            weight = fans.single if fans.single is not None and flat.dtype != torch.float64 \
-                else fans.double
+            weight = fans.double if fans.single is None or flat.dtype == torch.float64 \
+                else fans.single
             if weight.numel() != flat.shape[2]:
                 raise ValueError(f"module {name!r} emitted {flat.shape[2]} values per sample but "
                                  f"its fan-out has {weight.numel()} (input shape changed?)")
             synops = (flat.to(weight.dtype) @ weight.to(flat.device)).long()  # exact
-        counts = flat.sum(2)
-        self.counts.setdefault(name, []).append((counts.long(), synops))
+        self.counts.setdefault(name, []).append((flat.sum(2).long(), synops))  # exact: < 2**24
 
     def results(self) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
         """``(spikes, synops, trains)``: per name ``[T, B]`` counts (``long``) and the trains."""

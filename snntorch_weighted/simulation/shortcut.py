@@ -218,6 +218,13 @@ def _count(emitted: tuple[Callable[[int, int], Tensor], int], steps: int, fan: F
     return spikes["x"], synops.get("x"), trains.get("x")
 
 
+def _period_counts(evaluator: _PeriodEvaluator, node: fx.Node, periods: range,
+                   fans: Fans | None, keep: bool) -> dict[int, tuple]:
+    """:func:`_count` of what ``node`` emits in each distinct (canonical) period."""
+    return {canonical: _count(evaluator.emitted(node, canonical), evaluator.bits, fans, keep)
+            for canonical in {evaluator.canonical(node, n) for n in periods}}
+
+
 def _steps(parts: list[Tensor], num_steps: int) -> Tensor:
     return torch.cat(parts)[:num_steps].contiguous()
 
@@ -269,19 +276,13 @@ def radix_shortcut(
     nodes[INPUT] = next(n for n in snn.graph.graph.nodes if n.op == "placeholder")
     out_node = next(n for n in nodes.values() if n.op == "call_module"
                     and snn.graph.get_submodule(n.target) is snn.output_neuron)
-    mems: dict[int, Tensor] = {}
-    counts: dict[str, dict[int, tuple]] = {name: {} for name in [INPUT, *modules]}
     periods = range(-(-num_steps // bits))
-    for period in periods:
-        canonical = evaluator.canonical(out_node, period)
-        if canonical not in mems:
-            mems[canonical] = evaluator.output_membranes(out_node, period)
-        for name, parts in counts.items():
-            canonical = evaluator.canonical(nodes[name], period)
-            if canonical not in parts:
-                parts[canonical] = _count(evaluator.emitted(nodes[name], period), bits,
-                                          fans.get(name),
-                                          record_layers and name in neuron_names)
+    mems = {evaluator.canonical(out_node, n): None for n in periods}
+    for period in mems:
+        mems[period] = evaluator.output_membranes(out_node, period)
+    kept = neuron_names if record_layers else set()
+    counts = {name: _period_counts(evaluator, nodes[name], periods, fans.get(name), name in kept)
+              for name in [INPUT, *modules]}
 
     def per_step(name: str, i: int) -> Tensor | None:
         node = nodes[name]
