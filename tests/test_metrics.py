@@ -152,11 +152,13 @@ def _brute(outs: torch.Tensor, fan: torch.Tensor) -> tuple[torch.Tensor, torch.T
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 2**16), st.integers(1, 7), st.integers(1, 3), st.booleans(),
        st.sampled_from([torch.float32, torch.float64, torch.float16]), st.booleans(),
-       st.sampled_from([1, 2, 10**9]))
-def test_counter_counts_like_brute_force(seed, steps, batch, graded, dtype, blocks, flush):
+       st.sampled_from([1, 2, 10**9]), st.booleans())
+def test_counter_counts_like_brute_force(seed, steps, batch, graded, dtype, blocks, flush,
+                                         binary):
     """Counter: spikes = non-zero entries, SynOps = sum of the fan-outs of the non-zero entries,
     per step and sample, whether the outputs come step by step or as blocks, in any dtype, and
-    whatever the block size the masks are counted in."""
+    whatever the block size the masks are counted in; 0 / 1 outputs declared binary are counted
+    as they are."""
     gen = torch.Generator().manual_seed(seed)
     fan = torch.randint(0, 9, (2, 3, 5), generator=gen)
     outs = (torch.rand(steps, batch, 2, 3, 5, generator=gen) < 0.4).float()
@@ -164,7 +166,7 @@ def test_counter_counts_like_brute_force(seed, steps, batch, graded, dtype, bloc
         outs = outs * (torch.rand(outs.shape, generator=gen) - 0.5)  # negative ones too
     outs = outs.to(dtype)
     counter = counting.Counter({"n": counting.counting_fans({"n": fan})["n"]}, {"n"},
-                               keep_trains=True)
+                               keep_trains=True, binary={"n"} if binary and not graded else None)
     old = counting.BLOCK_BYTES
     counting.BLOCK_BYTES = flush * batch * 30  # small: blocks counted during the run
     try:

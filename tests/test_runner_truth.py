@@ -189,7 +189,13 @@ def test_folded_runner_uses_forward_steps_only_for_plain_package_modules(cnn, mo
 def test_predicates() -> None:
     neuron = WeightedLeaky(num_phases=K, init_hidden=True)
     assert plain.calls_plainly(neuron) and plain.runs_as_block(neuron)
+    assert plain.emits_binary(neuron) and not plain.emits_binary(nn.ReLU())
     assert not plain.runs_as_block(_DoubledInput(num_phases=K, init_hidden=True))
+    assert not plain.emits_binary(_DoubledInput(num_phases=K, init_hidden=True))
+    graded = WeightedLeaky(num_phases=K, graded_spikes_factor=2.0)
+    assert not plain.emits_binary(graded)
+    graded.graded_spikes_factor.data.fill_(1.0)  # read as a value at every run
+    assert plain.emits_binary(graded)
     assert plain.runs_as_block(SpikeMaxPool2d(2, num_phases=K))
     conv = nn.Conv2d(1, 2, 3)
     assert plain.folds(conv) and not plain.runs_as_block(conv)
@@ -207,7 +213,7 @@ def test_predicates() -> None:
     assert not plain.calls_plainly(conv) and not plain.runs_as_block(neuron)
     handle.remove()
     neuron.forward = lambda x: x  # an instance attribute: module(x) calls it
-    assert not plain.calls_plainly(neuron) and not plain.runs_as_block(neuron)
+    assert not plain.calls_plainly(neuron) and not plain.emits_binary(neuron)
     conv.compile()
     assert not plain.folds(conv)
 

@@ -50,23 +50,27 @@ class Counter:
     """Spikes and SynOps per step and sample of the watched modules, on device, no host sync.
 
     Spikes are the non-zero entries (graded spikes count once), SynOps ``sum_j [s_j != 0] f_j``
-    with the fan-out ``f`` in a dtype where the product is exact (:func:`counting_fans`). Each
-    output is reduced to its non-zero mask at once (one ``ne`` kernel writing 0 / 1 in a
-    floating dtype; a fresh tensor, so a module that hands out views of its own state is safe);
-    the masks are counted in blocks of about ``BLOCK_BYTES`` with one sum and one
-    matrix-vector product with ``f`` (few kernel launches per step).
+    with the fan-out ``f`` in a dtype where the product is exact (:func:`counting_fans`). The
+    outputs of the modules in ``binary`` (exactly 0 / 1 and fresh, :func:`~.plain.emits_binary`)
+    are kept as they are; any other output is reduced to its non-zero mask at once (one ``ne``
+    kernel writing 0 / 1 in a floating dtype; a fresh tensor, so a module that hands out views
+    of its own state is safe). What is kept is counted in blocks of about ``BLOCK_BYTES`` with
+    one sum and one matrix-vector product with ``f`` (few kernel launches per step).
 
     Args:
         fanouts: name -> fan-out of the modules whose SynOps are reported
             (:func:`counting_fans`).
         spiking: names whose spikes are reported (the hidden neurons).
         keep_trains: also keep the full outputs of ``spiking`` (memory: ``T * B * N``).
+        binary: names whose outputs are exactly 0 / 1, fresh tensors, float32 or float64.
     """
 
-    def __init__(self, fanouts: dict[str, Fans], spiking: set[str], keep_trains: bool) -> None:
+    def __init__(self, fanouts: dict[str, Fans], spiking: set[str], keep_trains: bool,
+                 binary: set[str] | None = None) -> None:
         self.fanouts = fanouts
         self.spiking = spiking
         self.keep_trains = keep_trains
+        self.binary = binary or set()
         self.pending: dict[str, list[Tensor]] = {}
         self.counts: dict[str, list[tuple[Tensor, Tensor | None]]] = {}
         self.trains: dict[str, list[Tensor]] = {}
@@ -80,7 +84,11 @@ class Counter:
         if self.keep_trains and name in self.spiking:
             self.trains.setdefault(name, []).append(block.clone())
         dtype = torch.float64 if block.dtype == torch.float64 else torch.float32
-        mask = torch.ne(block, 0, out=torch.empty(block.shape, dtype=dtype, device=block.device))
+        if name in self.binary and block.dtype == dtype:
+            mask = block
+        else:
+            mask = torch.ne(block, 0, out=torch.empty(block.shape, dtype=dtype,
+                                                      device=block.device))
         self.pending.setdefault(name, []).append(mask)
         size = self._sizes.get(name, 0) + mask.numel() * mask.element_size()
         self._sizes[name] = size

@@ -24,6 +24,7 @@ from .inputs import check_decision, check_network, input_train, to_network
 from .loop import StepProgram, run_loop
 from .metrics import INPUT, ann_macs
 from .metrics import steps_to_accuracy as steps_to_accuracy
+from .plain import emits_binary
 from .result import SimulationResult, readout_of
 from .shortcut import radix_shortcut
 
@@ -178,7 +179,8 @@ def _simulate(snn: nn.Module, inputs: Tensor, num_steps: int | None, labels: Ten
     profile, fans = network_profile(snn, train[0])
     chunk = _choose_chunk(*folding, profile.max_numel, train)
     modules, spiking = watched_modules(snn)
-    counter = Counter({n: f for n, f in fans.items() if n in modules}, spiking, record_layers)
+    counter = Counter({n: f for n, f in fans.items() if n in modules}, spiking, record_layers,
+                      {n for n in spiking if emits_binary(modules[n])})
     with _skipping(snn, skip_periods):  # decode sees this run's skip_periods too
         mem = _run(snn, train, chunk, counter, set(modules))
         readout = readout_of(snn, mem)
