@@ -8,6 +8,9 @@ batch 1, T = 8 unless given otherwise), for the CIFAR-10 Net4 CNN and ResNet-20:
   same rounds);
 * *folded runner*: ``simulate(snn, x, T, fold=True)``, time per call;
 * *bare loop*: ``reset(snn); for t: snn(train[t])`` (no counting), time per step;
+* this checkout only, where its step loop's time goes: *program* (the step program, every
+  module called as ``module(x)``, nothing counted), *counted* (the same with the counting), per
+  step, and *check* (the per-call check that the kept fan-outs are still valid);
 * *neuron step*: one ``WeightedLeaky`` step against one ``snntorch.Leaky`` step (both
   ``init_hidden=True``, inference) on Net4's first hidden layer at batch 1 ``[1, 32, 32, 32]``.
 
@@ -89,12 +92,54 @@ def _network_paths(name: str, steps: int) -> dict[str, Callable[[], object]]:
         for x_t in train:
             snn(x_t)
 
-    return {
+    paths = {
         f"{name}/loop": lambda: sw.simulate(snn, x, steps, fold=False),
         f"{name}/loop_short": lambda: sw.simulate(snn, x, short, fold=False),
         f"{name}/folded": lambda: sw.simulate(snn, x, steps, fold=True),
         f"{name}/bare": bare,
     }
+    paths.update(_part_paths(name, snn, train))
+    return paths
+
+
+def _part_paths(name: str, snn, train) -> dict[str, Callable[[], object]]:
+    """Where this checkout's step loop spends its time (absent on a baseline without these
+    modules): the step program with every module called as ``module(x)`` and nothing counted
+    (``program``), the same with the counting (``counted``), and the per-call check that the
+    fan-outs are still valid (``check``, time per call)."""
+    try:
+        from snntorch_weighted.simulation.counting import (
+            Counter,
+            network_profile,
+            watched_modules,
+        )
+        from snntorch_weighted.simulation.loop import StepProgram
+        from snntorch_weighted.simulation.plain import emits_binary
+    except ImportError:
+        return {}
+    import torch
+
+    import snntorch_weighted as sw
+
+    modules, spiking = watched_modules(snn)
+    _, fans = network_profile(snn, train[0])
+
+    class _Nothing:
+        def add(self, *args, **kwargs) -> None:
+            pass
+
+    @torch.no_grad()
+    def program(counted: bool) -> None:
+        sw.reset(snn)
+        step = StepProgram(snn.graph, set(modules))
+        counter = Counter({n: f for n, f in fans.items() if n in modules}, spiking, False,
+                          {n for n in spiking if emits_binary(modules[n])})
+        for x_t in train:
+            step.step(x_t, counter if counted else _Nothing())
+        counter.results()
+
+    return {f"{name}/program": lambda: program(False), f"{name}/counted": lambda: program(True),
+            f"{name}/check": lambda: network_profile(snn, train[0])}
 
 
 def _neuron_paths(repeats: int = 50) -> dict[str, Callable[[], object]]:
@@ -155,7 +200,7 @@ def _run_worker(root: Path, args: argparse.Namespace) -> dict[str, list[float]]:
 
 def _per_step(times: list[float], key: str, steps: int) -> list[float]:
     """Seconds per step (network paths per call / T; neuron paths per 50 steps)."""
-    if key.endswith("/folded"):
+    if key.endswith(("/folded", "/check")):
         return times
     if key.startswith("neuron/"):
         return [t / 50 for t in times]
@@ -193,6 +238,11 @@ def summarise(results: dict, steps: int) -> list[dict]:
     for key in results["new"]:
         if key.endswith("/loop_short"):
             continue
+        if key not in results["baseline"]:  # this checkout's parts
+            best = min(min(_per_step(t, key, steps)) for t in results["new"][key])
+            rows.append({"path": key, "baseline": None, "new": best, "ratio": None,
+                         "paired": None})
+            continue
         best = {side: min(min(_per_step(t, key, steps)) for t in results[side][key])
                 for side in results}
         paired = statistics.median(
@@ -214,7 +264,7 @@ def summarise(results: dict, steps: int) -> list[dict]:
 def _verdict(row: dict) -> str:
     kind = row["path"].split("/")[1]
     limit = CRITERIA.get(kind)
-    if limit is None:
+    if limit is None or row["ratio"] is None:
         return "-"
     return f"{'met' if row['ratio'] <= limit else 'MISSED'} (<= {limit:.2f})"
 
@@ -224,13 +274,16 @@ def report(rows: list[dict], args: argparse.Namespace, command: str) -> str:
     from _common import environment_line, markdown_table
 
     units = {"loop": "ms / step", "folded": "ms / call", "bare": "ms / step",
+             "program": "ms / step", "counted": "ms / step", "check": "ms / call",
              "weighted": "us / step", "leaky": "us / step"}
     table = []
     for row in rows:
         kind = row["path"].split("/")[1]
         scale = 1e6 if row["path"].startswith("neuron/") else 1e3
-        table.append([row["path"], units[kind], row["baseline"] * scale, row["new"] * scale,
-                      f"{row['ratio']:.3f}", f"{row['paired']:.3f}", _verdict(row)])
+        base = None if row["baseline"] is None else row["baseline"] * scale
+        ratios = ["-" if row[k] is None else f"{row[k]:.3f}" for k in ("ratio", "paired")]
+        table.append([row["path"], units[kind], base, row["new"] * scale, *ratios,
+                      _verdict(row)])
     splits = [[r["path"], r["baseline_marginal"] * 1e3, r["new_marginal"] * 1e3,
                r["baseline_setup"] * 1e3, r["new_setup"] * 1e3] for r in rows if "new_setup" in r]
     neuron = {r["path"]: r for r in rows if r["path"].startswith("neuron/")}
