@@ -203,7 +203,7 @@ def test_fold_equals_loop_any_chunk(digits, mlp_snn, steps, chunk, batch) -> Non
 def test_hooked_layer_sees_every_step_in_both_runners(digits, cnn) -> None:
     """A forward hook on a stateless layer (the first conv) sees every step, one batch of rows
     each, in the step loop and in the folded runner (which calls a hooked layer once per step
-    instead of folding it); ``reuse_input`` no longer changes anything."""
+    instead of folding it); ``reuse_input`` changes nothing and says so."""
     x = digits[0][:6].view(-1, 1, 8, 8)
     snn = dyadic(convert(cnn, digits[0][:200].view(-1, 1, 8, 8), num_phases=K, progress=False))
     steps = 3 * K + 1
@@ -211,8 +211,7 @@ def test_hooked_layer_sees_every_step_in_both_runners(digits, cnn) -> None:
     rows: list[int] = []
     handle = snn.graph.c1.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
     try:
-        for kw in ({"fold": False}, {"fold": False, "reuse_input": False},
-                   {"fold": True, "chunk_size": 5}, {"fold": True}):
+        for kw in ({"fold": False}, {"fold": True, "chunk_size": 5}, {"fold": True}):
             rows.clear()
             res = simulate(snn, x, steps, **kw)
             assert rows == [6] * steps, kw
@@ -224,6 +223,9 @@ def test_hooked_layer_sees_every_step_in_both_runners(digits, cnn) -> None:
     rows.clear()
     simulate(snn, x, steps, fold=True, chunk_size=5)
     assert rows == []  # the hook is gone: c1 is folded again (and not hooked by simulate)
+    with pytest.warns(DeprecationWarning, match="reuse_input"):
+        again = simulate(snn, x, steps, fold=False, reuse_input=False)
+    assert torch.equal(again.mem, plain.mem)
 
 
 class _SizedMLP(nn.Module):

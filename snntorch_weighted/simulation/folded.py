@@ -38,6 +38,7 @@ __all__ = ["FoldedRunner"]
 _ELEMENTWISE = (operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.mul,
                 torch.relu, nn.functional.relu)
 
+
 def _folds_call(op: Op, args: tuple) -> bool:
     """A function / method node that acts on each sample alone: elementwise arithmetic, the
     membrane of a neuron's ``(spk, mem)``, an item of a tuple, ``flatten`` from dim 1."""
@@ -133,7 +134,7 @@ class FoldedRunner:
         if not stateful and folds(module):
             out = module(*args, **kwargs)  # stateless: not counted
         elif (stateful and runs_as_block(module) and len(args) == 1 and not kwargs
-              and isinstance(args[0], Tensor)):
+              and isinstance(args[0], Tensor) and op.inputs and values[1][op.inputs[0]]):
             out = module.forward_steps(args[0].unflatten(0, (steps, -1)))
             if op.watched is not None:
                 self.counter.add(op.watched, out, steps)
@@ -143,7 +144,6 @@ class FoldedRunner:
         if op.watched is not None:
             self.counter.add(op.watched, _unfold(out, steps), steps)
         return out
-
 
 
 def _each_step(op: Op, env: list[Any], timed: list[bool], steps: int) -> Any:

@@ -8,6 +8,7 @@ decision), :mod:`.metrics` (fan-out, MACs).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -138,15 +139,17 @@ def simulate(
         fold, chunk_size: the runner and its block (above).
         model: the original ANN, to report its MACs per sample.
         encoded: ``inputs`` is the input train already.
-        reuse_input: ignored; kept for compatibility (input reuse was removed, see
-            ``docs/speed.md``).
+        reuse_input: no effect (input reuse was removed, see ``docs/speed.md``); passing it
+            warns (``DeprecationWarning``).
         shortcut: radix only: the identical result per period (:func:`radix_shortcut`).
 
     Raises:
         RuntimeError: ``simulate`` is already running on ``snn`` (another thread, or a hook);
             the neurons' state cannot serve two runs. Give each thread its own copy.
     """
-    del reuse_input
+    if reuse_input is not None:
+        warnings.warn("simulate(reuse_input=...) has no effect: input reuse was removed "
+                      "(docs/speed.md)", DeprecationWarning, stacklevel=3)
     if shortcut:
         if encoded or chunk_size is not None or fold is True or skip_periods is not None:
             raise ValueError("shortcut=True evaluates periods of raw inputs: encoded, fold=True, "
