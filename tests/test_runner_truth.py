@@ -345,3 +345,25 @@ def test_encoded_inputs_must_be_a_floating_train(mlp) -> None:
         simulate(snn, x, encoded=True)
     graded = simulate(snn, train * 0.5, encoded=True)  # graded spikes in [0, 1] are fine
     assert torch.equal(graded.input_spikes, simulate(snn, train, encoded=True).input_spikes)
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_compiled_neuron_runs_every_step(mlp, runner, monkeypatch) -> None:
+    """A neuron compiled in place (``module.compile()``) is called, through its compiled call,
+    once per step in both runners (never through ``forward_steps``), with the reference's
+    results."""
+    snn, x = mlp
+    torch._dynamo.reset()
+    neuron = snn.neurons()[0][1]
+    neuron.compile(backend="eager")
+    assert not plain.runs_as_block(neuron)
+    mem, trains = reference(snn, x)
+    calls: list[int] = []
+    compiled = neuron._compiled_call_impl
+    neuron._compiled_call_impl = lambda *a, **kw: calls.append(1) or compiled(*a, **kw)
+    blocks: list[nn.Module] = []
+    original = WeightedLeaky.forward_steps
+    monkeypatch.setattr(WeightedLeaky, "forward_steps", lambda self, inputs: (
+        blocks.append(self), original(self, inputs))[1])
+    assert_matches(run(snn, x, runner), mem, trains)
+    assert len(calls) == STEPS and neuron not in blocks
