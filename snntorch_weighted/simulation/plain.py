@@ -25,7 +25,7 @@ from torch.nn.modules import module as _torch_module
 
 from ..conversion.layers import Scale, SpikeMaxPool2d
 from ..conversion.radix import Delay, RadixMaxPool2d
-from ..neurons.leaky import RadixLeaky, WeightedLeaky
+from ..neurons import RadixLeaky, WeightedLeaky
 
 __all__ = ["calls_plainly", "emits_binary", "folds", "runs_as_block"]
 

@@ -27,7 +27,7 @@ __all__ = ["radix_shortcut"]
 
 def _radix_modules() -> tuple[type, type, type]:
     from ..conversion.radix import Delay, RadixMaxPool2d
-    from ..neurons.leaky import RadixLeaky
+    from ..neurons import RadixLeaky
 
     return RadixLeaky, RadixMaxPool2d, Delay
 
