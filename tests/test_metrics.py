@@ -1,4 +1,5 @@
-"""Fan-out, SynOps, spike recording, ANN MACs and steps-to-accuracy against brute-force counts."""
+"""Fan-out, SynOps, spike counting, the fan-out profile's reuse, ANN MACs and steps-to-accuracy
+against brute-force counts."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import fx, nn
 
+from snntorch_weighted.conversion.convert import convert
 from snntorch_weighted.conversion.layers import Scale, SpikeMaxPool2d
 from snntorch_weighted.neurons import WeightedLeaky
+from snntorch_weighted.simulation import counting
 from snntorch_weighted.simulation.metrics import (
-    DEFER_STEP_BYTES,
     INPUT,
-    SpikeRecorder,
     ann_macs,
     fanout,
     is_stateful,
@@ -142,160 +143,89 @@ def test_residual_scale_and_maxpool_cut() -> None:
     assert torch.equal(fan[INPUT], torch.ones(2, 4, 4, dtype=torch.long))
 
 
-def test_recorder_counts_and_synops() -> None:
-    torch.manual_seed(0)
-    n = neuron()
-    fan = torch.tensor([3, 0, 5, 1])
-    rec = SpikeRecorder({"n": n}, {"n": fan}, {"n"}, keep_trains=True)
-    inputs = torch.rand(6, 2, 4) * 2
-    with rec:
-        outs = [n(x) for x in inputs]
-    n(inputs[0])  # after the context: not recorded
-    spikes, synops, trains = rec.stacked()
-    expect = torch.stack(outs)
-    assert torch.equal(trains["n"], expect)
-    assert torch.equal(spikes["n"], (expect != 0).sum(-1))
-    assert torch.equal(synops["n"], ((expect != 0).long() * fan).sum(-1))
-    assert rec.num_neurons == {"n": 4}
-
-
-def test_recorder_computes_only_what_is_reported() -> None:
-    """A neuron whose spikes drive no synapse reports zero SynOps (no product is computed), a
-    routing layer reports SynOps but no spikes; the others are counted as usual."""
-    torch.manual_seed(2)
-    quiet, busy, pool = neuron(), neuron(), nn.Identity()
-    fans = {"quiet": torch.zeros(4, dtype=torch.long), "busy": torch.tensor([1, 0, 2, 9]),
-            "pool": torch.tensor([4, 4, 1, 0])}
-    rec = SpikeRecorder({"quiet": quiet, "busy": busy, "pool": pool}, fans, {"quiet", "busy"})
-    inputs = torch.rand(5, 3, 4) * 2
-    with rec:
-        outs = {"quiet": torch.stack([quiet(x) for x in inputs]),
-                "busy": torch.stack([busy(x) for x in inputs]),
-                "pool": torch.stack([pool(x) for x in inputs])}
-    assert all(s is None for _, s in rec.records["quiet"])
-    assert all(c is None for c, _ in rec.records["pool"])
-    spikes, synops, _ = rec.stacked()
-    assert spikes.keys() == {"quiet", "busy"} and synops.keys() == set(fans)
-    for name, out in outs.items():
-        assert torch.equal(synops[name], ((out != 0).long() * fans[name]).sum(-1)), name
-        if name in spikes:
-            assert torch.equal(spikes[name], (out != 0).sum(-1)), name
-    assert outs["quiet"].sum() > 0 and synops["busy"].sum() > 0
-
-
-@settings(max_examples=20, deadline=None)
-@given(st.integers(0, 2**16), st.integers(1, 3), st.integers(1, 4), st.booleans(), st.booleans())
-def test_recorder_shared_channel_fanout_counts_like_the_product(seed, steps, batch, shared, large):
-    """When every channel has the same fan-out per position (a convolution with all weights
-    non-zero), the recorder sums the spikes over channels first and multiplies per position;
-    counts and SynOps equal the independent ``sum(train)`` / ``sum(train * fan)`` either way,
-    for per-step counting (large steps) and blocks (small steps)."""
-    gen = torch.Generator().manual_seed(seed)
-    channels, height, width = 3, (160 if large else 4), (160 if large else 5)  # > 256 KiB
-    per_position = torch.randint(0, 9, (height * width,), generator=gen)
-    fan = per_position.repeat(channels)
-    if not shared:
-        fan[int(torch.randint(0, fan.numel(), (1,), generator=gen))] += 1
-    n = neuron()
-    rec = SpikeRecorder({"n": n}, {"n": fan}, {"n"})
-    inputs = torch.rand(steps, batch, channels, height, width, generator=gen) * 2
-    with rec:
-        outs = torch.stack([n(x) for x in inputs])
-    spikes, synops, _ = rec.stacked()
+def _brute(outs: torch.Tensor, fan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spikes (non-zero entries) and SynOps per step and sample of ``outs`` ``[T, B, ...]``."""
     ones = (outs != 0).flatten(2).long()
-    assert torch.equal(spikes["n"], ones.sum(-1))
-    assert torch.equal(synops["n"], (ones * fan).sum(-1))
-    (position_fan,) = rec._position_fans.values()
-    assert (position_fan is not None) == shared  # the channel sum ran iff shared
+    return ones.sum(-1), (ones * fan.flatten()).sum(-1)
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(0, 2**16), st.integers(1, 7), st.integers(1, 3),
-       st.sampled_from(["shared", "per neuron", "silent"]), st.booleans(), st.booleans(),
-       st.sampled_from([1, 2, 64]))
-def test_recorder_reduces_each_step_to_what_the_counts_need(seed, steps, batch, fan_kind,
-                                                            graded, keep, block):
-    """take() reduces a step of 0/1 spikes right away: to per-position channel sums when the
-    fan-out is the same in every channel, to per-sample counts when no SynOps are reported (a
-    silent neuron), and keeps the spikes otherwise (fan-out per neuron, graded spikes, trains
-    kept). Counts and SynOps equal the independent ``sum(train != 0)`` / ``sum((train != 0) *
-    fan)`` either way, with blocks flushed during the run and at the end."""
+@given(st.integers(0, 2**16), st.integers(1, 7), st.integers(1, 3), st.booleans(),
+       st.sampled_from([torch.float32, torch.float64, torch.float16]), st.booleans(),
+       st.sampled_from([1, 2, 10**9]), st.booleans())
+def test_counter_counts_like_brute_force(seed, steps, batch, graded, dtype, blocks, flush,
+                                         binary):
+    """Counter: spikes = non-zero entries, SynOps = sum of the fan-outs of the non-zero entries,
+    per step and sample, whether the outputs come step by step or as blocks, in any dtype, and
+    whatever the block size the masks are counted in; 0 / 1 outputs declared binary are counted
+    as they are."""
     gen = torch.Generator().manual_seed(seed)
-    channels, height, width = 3, 2, 5
-    per_position = torch.randint(1, 9, (height * width,), generator=gen)
-    fan = {"shared": per_position.repeat(channels),
-           "per neuron": torch.randint(0, 9, (channels * height * width,), generator=gen),
-           "silent": torch.zeros(channels * height * width, dtype=torch.long)}[fan_kind]
-    if fan_kind == "per neuron":
-        fan[0] = fan[height * width] + 1  # channels 0 and 1 differ
-    n = WeightedLeaky(num_phases=4, init_hidden=True, graded_spikes_factor=0.5 if graded else 1)
-    rec = SpikeRecorder({"n": n}, {"n": fan}, {"n"}, keep_trains=keep)
-    rec._limits["n"] = block  # blocks of this many steps
-    inputs = torch.rand(steps, batch, channels, height, width, generator=gen) * 2
-    with rec:
-        outs = torch.stack([n(x) for x in inputs])
-        if steps % block:
-            kept = rec._pending["n"][-1]
-            reduced = {"shared": (batch, height, width), "silent": (batch,)}
-            expect = reduced.get(fan_kind) if not (graded or keep) else None
-            assert kept.shape == (expect or (batch, channels, height, width))
-    spikes, synops, trains = rec.stacked()
-    ones = (outs != 0).flatten(2).long()
-    assert torch.equal(spikes["n"], ones.sum(-1))
-    assert torch.equal(synops["n"], (ones * fan).sum(-1))
-    assert rec.num_neurons["n"] == channels * height * width
-    if keep:
-        assert torch.equal(trains["n"], outs)
+    fan = torch.randint(0, 9, (2, 3, 5), generator=gen)
+    outs = (torch.rand(steps, batch, 2, 3, 5, generator=gen) < 0.4).float()
+    if graded:
+        outs = outs * (torch.rand(outs.shape, generator=gen) - 0.5)  # negative ones too
+    outs = outs.to(dtype)
+    counter = counting.Counter({"n": counting.counting_fans({"n": fan})["n"]}, {"n"},
+                               keep_trains=True, binary={"n"} if binary and not graded else None)
+    old = counting.BLOCK_BYTES
+    counting.BLOCK_BYTES = flush * batch * 30  # small: blocks counted during the run
+    try:
+        if blocks:
+            counter.add("n", outs[:1], steps=1)
+            if steps > 1:
+                counter.add("n", outs[1:], steps=steps - 1)
+        else:
+            for out in outs:
+                counter.add("n", (out, out * 7))  # a (spk, mem) tuple: the spikes count
+    finally:
+        counting.BLOCK_BYTES = old
+    spikes, synops, trains = counter.results()
+    expect_spikes, expect_synops = _brute(outs, fan)
+    assert torch.equal(spikes["n"], expect_spikes) and torch.equal(synops["n"], expect_synops)
+    assert torch.equal(trains["n"], outs) and counter.num_neurons == {"n": 30}
 
 
-def test_recorder_defers_small_steps_and_counts_large_ones_at_once() -> None:
-    """Steps of at most DEFER_STEP_BYTES wait for a block; a larger step is counted at once;
-    both give the same counts."""
-    fan_small, fan_large = torch.tensor([1, 2, 0, 4]), torch.arange(70_000) % 5
-    small, large = neuron(), neuron()
-    rec = SpikeRecorder({"small": small, "large": large},
-                        {"small": fan_small, "large": fan_large}, {"small", "large"})
-    assert 4 * 4 <= DEFER_STEP_BYTES < 4 * 70_000
-    x_small, x_large = torch.rand(3, 1, 4) * 2, torch.rand(3, 1, 70_000) * 2
-    with rec:
-        outs_small = torch.stack([small(x) for x in x_small])
-        outs_large = []
-        for x in x_large:
-            outs_large.append(large(x))
-            assert len(rec.records["large"]) == len(outs_large)  # counted at once
-        assert len(rec._pending["small"]) == 3 and not rec.records["small"]
-        assert not rec._pending["large"]
-    spikes, synops, _ = rec.stacked()
-    for name, out, fan in (("small", outs_small, fan_small),
-                           ("large", torch.stack(outs_large), fan_large)):
-        assert torch.equal(spikes[name], (out != 0).sum(-1))
-        assert torch.equal(synops[name], ((out != 0).long() * fan).sum(-1))
+def test_counter_reports_only_what_is_asked_and_checks_sizes() -> None:
+    """A routing layer (no spikes reported) gets SynOps only, a neuron without fan-out spikes
+    only; an output of the wrong size is refused."""
+    fans = counting.counting_fans({"pool": torch.tensor([1, 2, 0, 4])})
+    counter = counting.Counter(fans, {"n"}, keep_trains=False)
+    outs = torch.tensor([[[1.0, 0.0, 2.0, 1.0]], [[0.0, 0.0, 1.0, 0.0]]])
+    counter.add("pool", outs, steps=2)
+    counter.add("n", outs, steps=2)
+    spikes, synops, _ = counter.results()
+    assert spikes.keys() == {"n"} and synops.keys() == {"pool"}
+    assert torch.equal(spikes["n"], torch.tensor([[3], [1]]))
+    assert torch.equal(synops["pool"], torch.tensor([[5], [0]]))
+    counter.add("pool", torch.ones(1, 1, 5), steps=1)
+    with pytest.raises(ValueError, match="emitted 5 values per sample"):
+        counter.results()
 
 
-def test_renewed_recorder_counts_each_run_alone() -> None:
-    """A renewed recorder shares the tables but not the counts: every run counts only its own
-    steps, equal to a fresh recorder's (here with a batch size that changes between runs and
-    blocks of 3 steps, so deferred blocks are flushed mid-run and at the end)."""
-    torch.manual_seed(1)
-    n = neuron()
-    fan = torch.tensor([2, 7, 0, 1])
-    first = SpikeRecorder({"n": n}, {"n": fan}, {"n"})
-    for batch, steps in ((2, 7), (5, 3), (1, 10)):
-        inputs = torch.rand(steps, batch, 4) * 2
-        results = []
-        for rec in (first.renewed(), SpikeRecorder({"n": n}, {"n": fan}, {"n"})):
-            n.reset_mem()
-            rec._limits["n"] = 3  # deferred blocks of 3 steps
-            with rec:
-                outs = torch.stack([n(x) for x in inputs])
-            results.append(rec.stacked())
-        for spikes, synops, _ in results:
-            assert torch.equal(spikes["n"], (outs != 0).sum(-1))
-            assert torch.equal(synops["n"], ((outs != 0).long() * fan).sum(-1))
-    assert not first.records["n"]  # the template itself never counted
-    rec = first.renewed()
-    with rec, pytest.raises(RuntimeError, match="already recording"):
-        rec.__enter__()
+def test_network_profile_is_reused_only_while_its_inputs_are_unchanged() -> None:
+    """The fan-out profile is kept on the network and recomputed after a ``.data`` edit of a
+    weight, an in-place graph edit, a changed layer setting or another input shape."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(32, 3)).eval()
+    x = torch.rand(2, 1, 4, 4)
+    snn = convert(model, x, num_phases=4, progress=False)
+    first, _ = counting.network_profile(snn, x)
+    assert counting.network_profile(snn, x)[0] is first
+    snn.graph.get_submodule("0").weight.data[:, 0, 0, 0] = 0
+    second, _ = counting.network_profile(snn, x)
+    assert second is not first and not torch.equal(second.fanout[INPUT], first.fanout[INPUT])
+    assert counting.network_profile(snn, x)[0] is second
+    snn.graph.get_submodule("0").padding = (0, 0)  # a setting the fan-out depends on
+    assert counting.network_profile(snn, torch.rand(2, 1, 6, 6))[0] is not second
+    third, _ = counting.network_profile(snn, torch.rand(2, 1, 6, 6))
+    node = next(n for n in snn.graph.graph.nodes if n.op == "call_module" and n.target == "2")
+    node.args = (node.args[0],)  # rebuilt, equal arguments: the nodes are compared, not names
+    assert counting.network_profile(snn, torch.rand(2, 1, 6, 6))[0] is third
+    with snn.graph.graph.inserting_before(node):
+        half = snn.graph.graph.call_function(torch.mul, (node.args[0], 0.5))
+    node.args = (half,)
+    assert counting.network_profile(snn, torch.rand(2, 1, 6, 6))[0] is not third
 
 
 def test_ann_macs() -> None:

@@ -189,52 +189,43 @@ def test_fold_equals_step_loop(digits, cnn, coding) -> None:
 
 
 @settings(max_examples=20, deadline=None)
-@given(steps=st.integers(1, 3 * K + 3), chunk=st.integers(1, 3 * K + 3), batch=st.integers(1, 4),
-       reuse=st.booleans())
-def test_fold_equals_loop_any_chunk(digits, mlp_snn, steps, chunk, batch, reuse) -> None:
+@given(steps=st.integers(1, 3 * K + 3), chunk=st.integers(1, 3 * K + 3), batch=st.integers(1, 4))
+def test_fold_equals_loop_any_chunk(digits, mlp_snn, steps, chunk, batch) -> None:
     snn = mlp_snn
     x = digits[0][:batch]
     loop = simulate(snn, x, steps, fold=False)
-    fold = simulate(snn, x, steps, fold=True, chunk_size=chunk, reuse_input=reuse)
+    fold = simulate(snn, x, steps, fold=True, chunk_size=chunk)
     assert torch.equal(fold.mem, loop.mem)
     assert torch.equal(fold.spikes["1"], loop.spikes["1"])
     assert torch.equal(fold.synops["1"], loop.synops["1"])
 
 
-def test_both_runners_reuse_the_periodic_input(digits, cnn) -> None:
-    """The first conv sees each phase of the periodic input once; the results equal a run
-    that computes it at every step (reuse_input=False), in the loop and folded."""
+def test_hooked_layer_sees_every_step_in_both_runners(digits, cnn) -> None:
+    """A forward hook on a stateless layer (the first conv) sees every step, one batch of rows
+    each, in the step loop and in the folded runner (which calls a hooked layer once per step
+    instead of folding it); ``reuse_input`` changes nothing and says so."""
     x = digits[0][:6].view(-1, 1, 8, 8)
     snn = dyadic(convert(cnn, digits[0][:200].view(-1, 1, 8, 8), num_phases=K, progress=False))
+    steps = 3 * K + 1
+    plain = simulate(snn, x, steps, fold=True, chunk_size=5)
     rows: list[int] = []
     handle = snn.graph.c1.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
     try:
-        steps = 3 * K + 1
-        every = simulate(snn, x, steps, fold=False, reuse_input=False)
-        assert rows == [6] * steps
-        rows.clear()
-        loop = simulate(snn, x, steps, fold=False)
-        assert rows == [6] * K  # one period, step by step
-        assert torch.equal(loop.mem, every.mem) and loop.total_spikes.sum() > 0
-        for name in every.synops:
-            assert torch.equal(loop.synops[name], every.synops[name])
-        for name in every.spikes:
-            assert torch.equal(loop.spikes[name], every.spikes[name])
-        for chunk in (3, steps):
+        for kw in ({"fold": False}, {"fold": True, "chunk_size": 5}, {"fold": True}):
             rows.clear()
-            fold = simulate(snn, x, steps, fold=True, chunk_size=chunk)
-            assert rows == [K * 6]  # first conv: one period, once
-            assert torch.equal(fold.mem, loop.mem)
-            for name in loop.synops:
-                assert torch.equal(fold.synops[name], loop.synops[name])
-        rows.clear()
-        simulate(snn, x, steps, fold=True, chunk_size=5, reuse_input=False)
-        assert rows == [30, 30, 18]
-        rows.clear()
-        simulate(snn, x, K, fold=False)  # one period or less: nothing to reuse
-        assert rows == [6] * K
+            res = simulate(snn, x, steps, **kw)
+            assert rows == [6] * steps, kw
+            assert torch.equal(res.mem, plain.mem) and res.total_spikes.sum() > 0
+            for name in plain.synops:
+                assert torch.equal(res.synops[name], plain.synops[name])
     finally:
         handle.remove()
+    rows.clear()
+    simulate(snn, x, steps, fold=True, chunk_size=5)
+    assert rows == []  # the hook is gone: c1 is folded again (and not hooked by simulate)
+    with pytest.warns(DeprecationWarning, match="reuse_input"):
+        again = simulate(snn, x, steps, fold=False, reuse_input=False)
+    assert torch.equal(again.mem, plain.mem)
 
 
 class _SizedMLP(nn.Module):
@@ -254,24 +245,22 @@ class _SizedMLP(nn.Module):
         return mem
 
 
-def test_loop_without_tensor_frontier_computes_every_step(digits) -> None:
-    """When the input-only part yields a non-tensor (a size), the loop does not reuse it and
-    still gives the same results as computing everything at every step."""
+def test_graph_with_a_size_node_runs_in_both_runners(digits) -> None:
+    """A hand-made weighted step graph that reshapes with ``x.size(0)``: both runners give the
+    membranes of the graph's own step loop (``reset``, then ``graph(x_t)`` per step)."""
     module = _SizedMLP()
     snn = SpikingNetwork(fx.GraphModule(module, _Tracer().trace(module)), "weighted",
                          num_phases=K)
     x = digits[0][:5]
-    rows: list[int] = []
-    handle = snn.graph.fc1.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
-    try:
-        steps = 2 * K + 3
-        every = simulate(snn, x, steps, fold=False, reuse_input=False)
-        rows.clear()
-        loop = simulate(snn, x, steps, fold=False)
-        assert rows == [5] * steps
-    finally:
-        handle.remove()
-    assert torch.equal(loop.mem, every.mem) and torch.equal(loop.spikes["n1"], every.spikes["n1"])
+    steps = 2 * K + 3
+    train = snn.encode(x, steps)
+    reset(snn)
+    with torch.no_grad():
+        reference = torch.stack([snn.graph(x_t) for x_t in train])
+    loop = simulate(snn, x, steps, fold=False)
+    folded = simulate(snn, x, steps, fold=True, chunk_size=4)
+    assert torch.equal(loop.mem, reference) and torch.equal(folded.mem, reference)
+    assert torch.equal(loop.spikes["n1"], folded.spikes["n1"])
     assert loop.total_spikes.sum() > 0
 
 
@@ -288,8 +277,8 @@ class _RadixMLP(nn.Module):
         with torch.no_grad():
             self.fc1.weight.copy_(w1)
             self.fc2.weight.copy_(w2)
-        self.n1 = RadixLeaky(bits, shift=shift, bias=b1, init_hidden=True)
-        self.out = RadixLeaky(bits, bias=b2, fire=False, init_hidden=True, output=True)
+        self.n1 = RadixLeaky(num_bits=bits, shift=shift, bias=b1, init_hidden=True)
+        self.out = RadixLeaky(num_bits=bits, bias=b2, fire=False, init_hidden=True, output=True)
 
     def forward(self, x):
         _, mem = self.out(self.fc2(self.n1(self.fc1(x))))
@@ -395,9 +384,9 @@ def test_estimate_is_decode_of_every_step(digits, mlp, coding: str) -> None:
     assert not torch.equal(res.estimate[-1], res.estimate[-2])  # the factor changes per step
 
 
-def test_cached_plan_follows_a_replaced_module(digits, cnn) -> None:
-    """simulate caches the fan-outs and the watched modules per network; a module replaced in
-    the graph (no parameters, so no weight changed) is watched instead of the old one."""
+def test_cached_profile_follows_a_replaced_module(digits, cnn) -> None:
+    """simulate keeps the fan-outs per network; a module replaced in the graph (no parameters,
+    so no weight changed) is watched instead of the old one."""
     x = digits[0][:4].view(-1, 1, 8, 8)
     snn = convert(cnn, digits[0][:200].view(-1, 1, 8, 8), num_phases=K, progress=False)
     before = simulate(snn, x, 2 * K, fold=False)
@@ -430,29 +419,30 @@ def test_step_loop_runs_the_same_modules_and_leaves_no_hooks(digits, cnn) -> Non
         handle.remove()
 
 
-def test_step_loop_calls_forward_directly_only_while_nothing_is_hooked(digits, cnn,
-                                                                        monkeypatch) -> None:
-    """Without hooks the step graph calls each module's ``forward`` (no ``nn.Module.__call__``
-    per node, nor for the step graph itself); a hook of the user's, on a module or
-    global, makes it call the modules again, so the hook fires and what it changes counts."""
+def test_step_loop_calls_every_module_the_ordinary_way(digits, cnn, monkeypatch) -> None:
+    """The step loop calls every module of the step graph through ``nn.Module.__call__``, once
+    per step; a pre-hook of the user's (zeroing the first conv's input) and a global hook fire
+    at every step, and what the pre-hook changes counts."""
     x = digits[0][:3].view(-1, 1, 8, 8)
     snn = convert(cnn, digits[0][:200].view(-1, 1, 8, 8), num_phases=K, progress=False)
     steps = 2 * K + 1
-    plain = simulate(snn, x, steps, fold=False)  # builds the plan
+    plain = simulate(snn, x, steps, fold=False)
     calls: list[nn.Module] = []
     call = nn.Module.__call__
     monkeypatch.setattr(nn.Module, "__call__",
                         lambda self, *a, **kw: calls.append(self) or call(self, *a, **kw))
     again = simulate(snn, x, steps, fold=False)
-    assert not calls  # the step graph's forward is called too: no nn.Module.__call__ at all
+    monkeypatch.undo()
+    called = [snn.graph.get_submodule(n.target) for n in snn.graph.graph.nodes
+              if n.op == "call_module"]
+    for module in called:
+        assert sum(m is module for m in calls) == steps, type(module).__name__
     assert torch.equal(again.mem, plain.mem)
 
     conv = snn.graph.c1
     handle = conv.register_forward_pre_hook(lambda m, args: (args[0] * 0,))
     try:
-        calls.clear()
-        hooked = simulate(snn, x, steps, fold=False, reuse_input=False)
-        assert sum(m is conv for m in calls) == steps
+        hooked = simulate(snn, x, steps, fold=False)
     finally:
         handle.remove()
     assert not torch.equal(hooked.mem, plain.mem)  # what the hook changed counts: as no input
@@ -461,19 +451,16 @@ def test_step_loop_calls_forward_directly_only_while_nothing_is_hooked(digits, c
     handle = torch.nn.modules.module.register_module_forward_hook(
         lambda m, i, o: seen.append(m))
     try:
-        every = simulate(snn, x, steps, fold=False, reuse_input=False)
+        every = simulate(snn, x, steps, fold=False)
     finally:
         handle.remove()
     assert sum(m is conv for m in seen) == steps and torch.equal(every.mem, plain.mem)
-    calls.clear()
-    assert torch.equal(simulate(snn, x, steps, fold=False).mem, plain.mem)
-    assert not calls  # direct again once the hooks are gone
 
 
 def test_network_saves_and_copies_after_simulate(digits, cnn) -> None:
-    """simulate's per-network cache is not pickled or deep-copied (its direct step graphs could
-    not be traced again when unpickled): a network saved or copied after a run loads and runs
-    to the same result, and rebuilds the cache itself."""
+    """simulate's per-network cache (the fan-outs and copies of the weights they came from) is
+    not pickled or deep-copied: a network saved or copied after a run loads and runs to the
+    same result, and rebuilds the cache itself."""
     x = digits[0][:3].view(-1, 1, 8, 8)
     snn = convert(cnn, digits[0][:200].view(-1, 1, 8, 8), num_phases=K, progress=False)
     before = simulate(snn, x, 2 * K, fold=False)
@@ -490,9 +477,8 @@ def test_network_saves_and_copies_after_simulate(digits, cnn) -> None:
 
 
 def test_step_loop_membranes_match_a_plain_loop(digits, cnn) -> None:
-    """simulate's step loop integrates hidden membranes in place (``membranes_in_place``): the
-    final membranes equal those of a plain ``snn(x_t)`` loop (new tensors every step), a
-    membrane kept from before the run is untouched, and no neuron keeps the in-place flag."""
+    """simulate's step loop ends in the state of a plain ``snn(x_t)`` loop, and a membrane kept
+    from before the run is untouched."""
     x = digits[0][:3].view(-1, 1, 8, 8)
     snn = convert(cnn, digits[0][:200].view(-1, 1, 8, 8), num_phases=K, progress=False)
     steps = 2 * K + 1
@@ -501,13 +487,12 @@ def test_step_loop_membranes_match_a_plain_loop(digits, cnn) -> None:
     with torch.no_grad():
         plain = torch.stack([snn(x_t) for x_t in train])
     kept = {name: (n.mem, n.mem.clone()) for name, n in snn.neurons()}
-    res = simulate(snn, x, steps, fold=False, reuse_input=False)
+    res = simulate(snn, x, steps, fold=False)
     assert torch.equal(res.mem, plain)
     for name, neuron in snn.neurons():
         before, value = kept[name]
         assert torch.equal(before, value) and neuron.mem is not before
         assert torch.equal(neuron.mem, before)  # the plain loop ended in the same state
-        assert not neuron._mem_in_place
 
 
 def test_encoded_graded_input_counts_non_zero_entries(digits, mlp_snn) -> None:

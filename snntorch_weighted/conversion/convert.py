@@ -37,7 +37,7 @@ import snntorch as snn
 import torch
 from torch import Tensor, fx, nn
 
-from ..neurons.leaky import WeightedLeaky
+from ..neurons import WeightedLeaky
 from .calibration import calibrate, first_batch
 from .graph import POOL_LAYERS, WEIGHT_LAYERS, _set_submodule, capture, is_add, module_of
 from .layers import Scale, SpikeMaxPool2d

@@ -15,7 +15,10 @@ __all__ = ["SpikingNetwork", "CODINGS"]
 
 CODINGS = ("weighted", "rate", "radix")
 SIMULATE_CACHE = "_plan_cache"
-"""Attribute under which :func:`snntorch_weighted.simulate` caches what a network's runs reuse."""
+"""Attribute under which :func:`snntorch_weighted.simulate` keeps a network's fan-out profile and
+what it was computed from (reused only while all of that is unchanged)."""
+SIMULATE_RUNNING = "_simulate_running"
+"""Attribute set while :func:`snntorch_weighted.simulate` runs on a network."""
 
 
 def _is_neuron(module: nn.Module) -> bool:
@@ -132,11 +135,12 @@ class SpikingNetwork(nn.Module):
         return snn_spikegen.rate(x, num_steps=num_steps)
 
     def __getstate__(self) -> dict:
-        """Pickled and deep-copied without ``simulate``'s cache (:data:`SIMULATE_CACHE`), which
-        the next run rebuilds: its step graphs call modules' ``forward`` directly, which
-        ``torch.fx`` cannot trace again when it unpickles a graph."""
+        """Pickled and deep-copied without ``simulate``'s cache (:data:`SIMULATE_CACHE`, copies
+        of the weights, rebuilt by the next run) and its running mark (:data:`SIMULATE_RUNNING`:
+        a copy made during a run is free to run)."""
         state = super().__getstate__()
         state.pop(SIMULATE_CACHE, None)
+        state.pop(SIMULATE_RUNNING, None)
         return state
 
     def forward(self, x_t: Tensor) -> Tensor:

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from .. import quant
-from ..neurons.leaky import RadixLeaky
+from ..neurons import RadixLeaky
 from ..neurons.reset import reset
 from .graph import UnsupportedLayerError, is_add, module_of
 from .layers import ClockedLayer, Scale

@@ -49,7 +49,7 @@ from torch import Tensor, fx, nn
 from ..conversion.convert import _membrane
 from ..conversion.layers import Scale
 from ..conversion.network import SpikingNetwork
-from ..neurons.leaky import RadixLeaky, WeightedLeaky
+from ..neurons import RadixLeaky, WeightedLeaky
 
 __all__ = ["NIRExportError", "export_nir", "require_nir"]
 

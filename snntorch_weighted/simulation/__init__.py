@@ -2,6 +2,7 @@
 time steps, spikes, synaptic operations, early decision)."""
 
 from . import decision, metrics
-from .runner import SimulationResult, simulate
+from .result import SimulationResult
+from .runner import simulate
 
 __all__ = ["SimulationResult", "decision", "metrics", "simulate"]
