@@ -42,7 +42,16 @@ from . import data as swdata
 from .models import PRETRAINED_BUILDERS, WEIGHTS_DIR, file_sha256
 from .train import _make_optimizer, _train_epoch, cifar_augment, evaluate
 
-__all__ = ["RECIPES", "Recipe", "dataset_sha256", "main", "train_reference"]
+__all__ = [
+    "RECIPES",
+    "Recipe",
+    "dataset_sha256",
+    "load_data",
+    "load_split",
+    "main",
+    "train_reference",
+    "write_weights",
+]
 
 CHECKPOINT_FORMAT = 1
 
@@ -77,14 +86,17 @@ RECIPES: dict[str, Recipe] = {
 # --------------------------------------------------------------------------- data
 
 
-def load_data(recipe: Recipe, root: str | Path | None = None):
-    """``(train, test)`` :class:`~snntorch_weighted.data.ImageDataset` read as ``uint8 / 256``."""
+def load_split(recipe: Recipe, split: str, root: str | Path | None = None) -> swdata.ImageDataset:
+    """The recipe's dataset ``split`` (``"train"``/``"test"``), read as ``uint8 / 256``."""
     loader = {"fashion_mnist": swdata.load_fashion_mnist, "cifar10": swdata.load_cifar10}
     if recipe.dataset not in loader:
         raise ValueError(f"unknown dataset {recipe.dataset!r}; expected one of {sorted(loader)}")
-    load = loader[recipe.dataset]
-    train, test = load(root, split="train"), load(root, split="test")
-    return train.rescaled(recipe.pixel_divisor), test.rescaled(recipe.pixel_divisor)
+    return loader[recipe.dataset](root, split=split).rescaled(recipe.pixel_divisor)
+
+
+def load_data(recipe: Recipe, root: str | Path | None = None):
+    """``(train, test)`` :class:`~snntorch_weighted.data.ImageDataset` read as ``uint8 / 256``."""
+    return load_split(recipe, "train", root), load_split(recipe, "test", root)
 
 
 def dataset_sha256(dataset: swdata.ImageDataset) -> str:
