@@ -11,6 +11,12 @@ Notation of Table 1: ``12c5`` = convolution with 12 kernels of 5x5, ``2s`` = 2x2
 | :func:`net2` | Net2 (Diehl 2015) | 1x28x28 | 12c5-2s-64c5-2s-10 |
 | :func:`net4` | Net4 (Rueckauer 2017) | 3x32x32 | 32c3-32c3-2s-64c3-64c3-2s-512-10 |
 | :func:`resnet20` | Net5 (He 2016) | 3x32x32 | ResNet-20, 1x1 conv shortcuts |
+
+Trained weights of these four networks ship with the package: ``pretrained("net4")`` builds the
+network (with batch norm) and loads ``weights/net4.pt`` after checking its sha256 against the
+manifest ``weights/net4.json`` (recipe, command, seed, dataset checksums, full-test-set accuracy,
+date). They are trained by ``python -m snntorch_weighted.reference NAME`` on inputs
+``uint8 pixel / 256``, e.g. ``data.load_fashion_mnist(split="test").rescaled(256)``.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ __all__ = [
     "net2",
     "net4",
     "pretrained",
+    "read_manifest",
     "resnet20",
 ]
 
