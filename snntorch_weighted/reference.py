@@ -77,7 +77,7 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "net1": Recipe("net1", "fashion_mnist", epochs=50, pad=2),
-    "net2": Recipe("net2", "fashion_mnist", epochs=50, pad=4),
+    "net2": Recipe("net2", "fashion_mnist", epochs=30, pad=4),
     "net4": Recipe("net4", "cifar10", epochs=80, pad=4, flip=True, warmup_epochs=2),
     "resnet20": Recipe("resnet20", "cifar10", epochs=120, pad=4, flip=True, warmup_epochs=2),
 }
