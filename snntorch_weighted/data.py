@@ -106,12 +106,21 @@ class ImageDataset(Dataset):
             tensor already in ``[0, 1]``.
         labels: integer tensor ``[N]``.
         classes: optional class names.
+        divisor: ``uint8`` images are divided by it: 255 maps pixels onto ``[0, 1]``; 256 gives
+            Kim et al.'s input range ``[0, 1 - 2**-8]``, every pixel exactly representable by an
+            8-phase weighted spike train (eq. 13-14). Ignored for floating images.
 
     ``dataset[i]`` returns ``(float32 image [C, H, W], int64 label)``; :meth:`batch` converts many
     samples at once (used by :func:`snntorch_weighted.train.train_ann` for speed).
     """
 
-    def __init__(self, images: Tensor, labels: Tensor, classes: Sequence[str] | None = None):
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        classes: Sequence[str] | None = None,
+        divisor: float = 255.0,
+    ):
         if images.ndim != 4:
             raise ValueError(f"images must be [N, C, H, W], got shape {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
@@ -123,6 +132,13 @@ class ImageDataset(Dataset):
         self.images = images
         self.labels = labels.long()
         self.classes = list(classes) if classes is not None else None
+        if not divisor >= 255.0:
+            raise ValueError(f"divisor must be >= 255 so that images lie in [0, 1], got {divisor}")
+        self.divisor = float(divisor)
+
+    def rescaled(self, divisor: float) -> ImageDataset:
+        """The same images (shared storage) read as ``uint8 / divisor``."""
+        return ImageDataset(self.images, self.labels, self.classes, divisor)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -138,15 +154,17 @@ class ImageDataset(Dataset):
         """All images as float32 in ``[0, 1]`` and all labels."""
         return self._to_float(self.images), self.labels
 
-    @staticmethod
-    def _to_float(images: Tensor) -> Tensor:
+    def _to_float(self, images: Tensor) -> Tensor:
         if images.dtype == torch.uint8:
-            return images.float().div_(255.0)
+            return images.float().div_(self.divisor)
         return images.float()
 
     def __repr__(self) -> str:
         shape = tuple(self.images.shape[1:])
-        return f"ImageDataset(n={len(self)}, shape={shape}, dtype={self.images.dtype})"
+        return (
+            f"ImageDataset(n={len(self)}, shape={shape}, dtype={self.images.dtype}, "
+            f"divisor={self.divisor:g})"
+        )
 
 
 def subset(data: Dataset, n: int | None, seed: int = 0) -> Dataset:
@@ -164,7 +182,7 @@ def subset(data: Dataset, n: int | None, seed: int = 0) -> Dataset:
     generator = torch.Generator().manual_seed(seed)
     index = torch.randperm(size, generator=generator)[:n]
     if isinstance(data, ImageDataset):
-        return ImageDataset(data.images[index], data.labels[index], data.classes)
+        return ImageDataset(data.images[index], data.labels[index], data.classes, data.divisor)
     if isinstance(data, TensorDataset):
         return TensorDataset(*(t[index] for t in data.tensors))
     return torch.utils.data.Subset(data, index.tolist())

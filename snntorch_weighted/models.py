@@ -11,23 +11,37 @@ Notation of Table 1: ``12c5`` = convolution with 12 kernels of 5x5, ``2s`` = 2x2
 | :func:`net2` | Net2 (Diehl 2015) | 1x28x28 | 12c5-2s-64c5-2s-10 |
 | :func:`net4` | Net4 (Rueckauer 2017) | 3x32x32 | 32c3-32c3-2s-64c3-64c3-2s-512-10 |
 | :func:`resnet20` | Net5 (He 2016) | 3x32x32 | ResNet-20, 1x1 conv shortcuts |
+
+Trained weights of these four networks ship with the package: ``pretrained("net4")`` builds the
+network (with batch norm) and loads ``weights/net4.pt`` after checking its sha256 against the
+manifest ``weights/net4.json`` (recipe, command, seed, dataset checksums, full-test-set accuracy,
+date). They are trained by ``python -m snntorch_weighted.reference NAME`` on inputs
+``uint8 pixel / 256``, e.g. ``data.load_fashion_mnist(split="test").rescaled(256)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
     "BasicBlock",
+    "PretrainedWeightsError",
     "ResNetCIFAR",
+    "available_pretrained",
     "digits_cnn",
     "digits_mlp",
     "net1",
     "net2",
     "net4",
+    "pretrained",
+    "read_manifest",
     "resnet20",
 ]
 
@@ -64,39 +78,51 @@ def digits_cnn(channels: int = 8, num_classes: int = 10, pool: str = "max") -> n
     )
 
 
-def net1(num_classes: int = 10) -> nn.Sequential:
-    """Kim et al. Net1: MLP 784-1200-1200-10 (after Diehl et al. 2015) for 1x28x28 inputs."""
+def net1(num_classes: int = 10, batch_norm: bool = False) -> nn.Sequential:
+    """Kim et al. Net1: MLP 784-1200-1200-10 (after Diehl et al. 2015) for 1x28x28 inputs.
+
+    With ``batch_norm`` both hidden layers are followed by BatchNorm (folded away by conversion)
+    and have no bias.
+    """
     return nn.Sequential(
         nn.Flatten(),
-        nn.Linear(784, 1200),
-        nn.ReLU(),
-        nn.Linear(1200, 1200),
-        nn.ReLU(),
+        *_linear_block(784, 1200, batch_norm),
+        *_linear_block(1200, 1200, batch_norm),
         nn.Linear(1200, num_classes),
     )
 
 
-def net2(num_classes: int = 10, pool: str = "max") -> nn.Sequential:
+def _linear_block(n_in: int, n_out: int, batch_norm: bool) -> list[nn.Module]:
+    if batch_norm:
+        return [nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out), nn.ReLU()]
+    return [nn.Linear(n_in, n_out), nn.ReLU()]
+
+
+def _conv_block(
+    c_in: int, c_out: int, kernel: int, batch_norm: bool, padding: int = 0
+) -> list[nn.Module]:
+    if batch_norm:
+        conv = nn.Conv2d(c_in, c_out, kernel, padding=padding, bias=False)
+        return [conv, nn.BatchNorm2d(c_out), nn.ReLU()]
+    return [nn.Conv2d(c_in, c_out, kernel, padding=padding), nn.ReLU()]
+
+
+def net2(num_classes: int = 10, pool: str = "max", batch_norm: bool = False) -> nn.Sequential:
     """Kim et al. Net2: CNN 12c5-2s-64c5-2s-10 (after Diehl et al. 2015) for 1x28x28 inputs.
 
     Convolutions without padding: 28 -> 24 -> (2s) 12 -> 8 -> (2s) 4, then a fully connected
     layer 64*4*4 -> 10. ``pool="max"`` is the paper's max subsampling; ``"avg"`` the alternative
-    that rate-coded conversion handles exactly.
+    that rate-coded conversion handles exactly. With ``batch_norm`` each convolution is followed
+    by BatchNorm (folded away by conversion) and has no bias.
     """
     return nn.Sequential(
-        nn.Conv2d(1, 12, 5),
-        nn.ReLU(),
+        *_conv_block(1, 12, 5, batch_norm),
         _pool(pool),
-        nn.Conv2d(12, 64, 5),
-        nn.ReLU(),
+        *_conv_block(12, 64, 5, batch_norm),
         _pool(pool),
         nn.Flatten(),
         nn.Linear(64 * 4 * 4, num_classes),
     )
-
-
-def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
 
 
 def net4(num_classes: int = 10, pool: str = "max", batch_norm: bool = True) -> nn.Sequential:
@@ -107,26 +133,15 @@ def net4(num_classes: int = 10, pool: str = "max", batch_norm: bool = True) -> n
     and the 512-unit layer are followed by BatchNorm (folded away by conversion); the layers
     before a BatchNorm have no bias.
     """
-    if batch_norm:
-        features = [
-            *_conv_bn_relu(3, 32),
-            *_conv_bn_relu(32, 32),
-            _pool(pool),
-            *_conv_bn_relu(32, 64),
-            *_conv_bn_relu(64, 64),
-            _pool(pool),
-        ]
-        hidden = [nn.Linear(64 * 8 * 8, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU()]
-    else:
-        features = [
-            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
-            _pool(pool),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
-            _pool(pool),
-        ]  # fmt: skip
-        hidden = [nn.Linear(64 * 8 * 8, 512), nn.ReLU()]
+    features = [
+        *_conv_block(3, 32, 3, batch_norm, padding=1),
+        *_conv_block(32, 32, 3, batch_norm, padding=1),
+        _pool(pool),
+        *_conv_block(32, 64, 3, batch_norm, padding=1),
+        *_conv_block(64, 64, 3, batch_norm, padding=1),
+        _pool(pool),
+    ]
+    hidden = _linear_block(64 * 8 * 8, 512, batch_norm)
     return nn.Sequential(*features, nn.Flatten(), *hidden, nn.Linear(512, num_classes))
 
 
@@ -212,3 +227,95 @@ def resnet20(num_classes: int = 10, widths: Sequence[int] = (16, 32, 64)) -> Res
     Pass ``widths=(16, 32, 32)`` for the exact Net5 of Kim et al. Table 1.
     """
     return ResNetCIFAR(blocks_per_stage=3, widths=widths, num_classes=num_classes)
+
+
+# --------------------------------------------------------------------------- pretrained weights
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+#: name -> (builder, keyword arguments) of the networks trained by ``snntorch_weighted.reference``.
+PRETRAINED_BUILDERS: dict[str, tuple[Callable[..., nn.Module], dict]] = {
+    "net1": (net1, {"batch_norm": True}),
+    "net2": (net2, {"batch_norm": True}),
+    "net4": (net4, {"batch_norm": True}),
+    "resnet20": (resnet20, {}),
+}
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Committed weights are missing, or do not match their manifest."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def available_pretrained(weights_dir: str | Path | None = None) -> list[str]:
+    """Names whose weights and manifest are present (``weights_dir`` defaults to the package's)."""
+    folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    return sorted(
+        name
+        for name in PRETRAINED_BUILDERS
+        if (folder / f"{name}.pt").is_file() and (folder / f"{name}.json").is_file()
+    )
+
+
+def read_manifest(name: str, weights_dir: str | Path | None = None) -> dict:
+    """The manifest ``NAME.json`` of committed weights (recipe, command, accuracy, sha256, ...)."""
+    _check_name(name)
+    folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    path = folder / f"{name}.json"
+    if not path.is_file():
+        raise PretrainedWeightsError(
+            f"no manifest {path} for {name!r}: train it with "
+            f"`python -m snntorch_weighted.reference {name} --threads 1`"
+        )
+    return json.loads(path.read_text())
+
+
+def pretrained(
+    name: str, *, check: bool = True, weights_dir: str | Path | None = None
+) -> nn.Module:
+    """A paper network with its committed reference weights, in eval mode.
+
+    Builds ``name`` (``"net1"``, ``"net2"``, ``"net4"``, ``"resnet20"``; see
+    :data:`PRETRAINED_BUILDERS`) and loads ``weights/NAME.pt`` from the package. With ``check``
+    the file's sha256 must equal the one in ``weights/NAME.json``. The manifest records the
+    training recipe and command, the test accuracy and the input range: the networks expect
+    ``uint8 pixel / 256`` (``ImageDataset(..., divisor=256)``, Kim et al.'s ``[0, 1 - 2**-8]``).
+
+    Raises :class:`PretrainedWeightsError` when the weights are missing or do not match, naming
+    the command that trains them (``python -m snntorch_weighted.reference NAME``).
+    """
+    _check_name(name)
+    manifest = read_manifest(name, weights_dir)
+    folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    path = folder / manifest.get("weights_file", f"{name}.pt")
+    retrain = (
+        f"retrain with `{manifest.get('command', f'python -m snntorch_weighted.reference {name}')}`"
+    )
+    if not path.is_file():
+        raise PretrainedWeightsError(f"weights {path} for {name!r} are missing: {retrain}")
+    if check:
+        actual = file_sha256(path)
+        if actual != manifest.get("sha256"):
+            raise PretrainedWeightsError(
+                f"{path} has sha256 {actual}, but its manifest says {manifest.get('sha256')}: "
+                f"the file is corrupt or from another run; restore it or {retrain}"
+            )
+    builder, kwargs = PRETRAINED_BUILDERS[name]
+    model = builder(**kwargs)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def _check_name(name: str) -> None:
+    if name not in PRETRAINED_BUILDERS:
+        raise ValueError(
+            f"unknown pretrained network {name!r}; choose one of {sorted(PRETRAINED_BUILDERS)}"
+        )

@@ -118,11 +118,14 @@ def iterate_batches(
 # --------------------------------------------------------------------------- augmentation
 
 
-def cifar_augment(x: Tensor, generator: torch.Generator | None = None, padding: int = 4) -> Tensor:
-    """Random crop with zero padding ``padding`` plus random horizontal flip, batched.
+def cifar_augment(
+    x: Tensor, generator: torch.Generator | None = None, padding: int = 4, flip: bool = True
+) -> Tensor:
+    """Random crop with zero padding ``padding`` plus (if ``flip``) random horizontal flip, batched.
 
     Every sample of ``x [B, C, H, W]`` gets its own offsets ``(dy, dx)`` in ``[0, 2*padding]`` and
-    flip bit; the crop is one gather from the padded batch (no per-sample Python loop).
+    flip bit; the crop is one gather from the padded batch (no per-sample Python loop). The flip
+    bits are drawn even when ``flip`` is off, so the offsets do not depend on it.
     """
     if x.ndim != 4:
         raise ValueError(f"cifar_augment expects [B, C, H, W], got shape {tuple(x.shape)}")
@@ -130,11 +133,11 @@ def cifar_augment(x: Tensor, generator: torch.Generator | None = None, padding: 
     padded = F.pad(x, (padding, padding, padding, padding))
     dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x.device)
     dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x.device)
-    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+    flips = (torch.rand(b, generator=generator) < 0.5).to(x.device) & flip
     ar_h = torch.arange(h, device=x.device)
     ar_w = torch.arange(w, device=x.device)
     rows = dy[:, None] + ar_h  # [B, H]
-    cols = dx[:, None] + torch.where(flip[:, None], w - 1 - ar_w, ar_w)  # [B, W]
+    cols = dx[:, None] + torch.where(flips[:, None], w - 1 - ar_w, ar_w)  # [B, W]
     bi = torch.arange(b, device=x.device)[:, None, None, None]
     ci = torch.arange(c, device=x.device)[None, :, None, None]
     return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
@@ -258,6 +261,7 @@ def _train_epoch(
     n_batches: int,
     progress: bool,
     desc: str,
+    label_smoothing: float = 0.0,
 ) -> tuple[float, float]:
     """One epoch; returns (mean loss, train accuracy). Accumulates on device, syncs once."""
     model.train()
@@ -271,7 +275,7 @@ def _train_epoch(
         if augment is not None:
             x = augment(x, generator)
         logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -273,3 +273,19 @@ def test_as_tensors_for_every_dataset_form():
         for row, label in zip(sx, sy):
             match = [i for i in range(12) if torch.allclose(expected[i], row)]
             assert match and int(y[match[0]]) == int(label)
+
+
+def test_image_dataset_divisor_gives_kims_input_range():
+    images = torch.arange(256, dtype=torch.uint8).view(256, 1, 1, 1)
+    ds = data.ImageDataset(images, torch.zeros(256, dtype=torch.long))
+    kim = ds.rescaled(256)
+    x, _ = kim.tensors()
+    # Every pixel p is read as p / 256, exactly representable with 8 binary phases (Kim eq. 13).
+    expected = torch.tensor([p / 256 for p in range(256)], dtype=torch.float32)
+    assert torch.equal(x.flatten(), expected) and x.max().item() == 1 - 2**-8
+    assert torch.equal(kim.batch(torch.tensor([255]))[0].flatten(), expected[-1:])
+    assert torch.equal(kim[3][0].flatten(), expected[3:4])
+    assert kim.images is ds.images and ds.divisor == 255.0
+    assert torch.equal(data.subset(kim, 10).tensors()[0] * 256, data.subset(kim, 10).images.float())
+    with pytest.raises(ValueError, match="divisor"):
+        data.ImageDataset(images, torch.zeros(256, dtype=torch.long), divisor=100)

@@ -121,3 +121,20 @@ def test_basic_block_identity_and_projection():
     torch.testing.assert_close(same(x), F.relu(inner + x))
     down = models.BasicBlock(8, 16, stride=2).eval()
     assert down(x).shape == (2, 16, 3, 3)
+
+
+def test_batch_norm_variants_of_net1_net2():
+    # BN after each hidden Linear / Conv; those layers lose their bias (BN's shift replaces it).
+    n1 = _linear(784, 1200, False) + _linear(1200, 1200, False) + _linear(1200, 10) + 2 * 2400
+    assert _params(models.net1(batch_norm=True)) == n1
+    n2 = _conv(1, 12, 5, False) + _conv(12, 64, 5, False) + _linear(64 * 16, 10) + 2 * (12 + 64)
+    assert _params(models.net2(batch_norm=True)) == n2
+    for model in (models.net1(batch_norm=True), models.net2(batch_norm=True)):
+        kinds = [type(m) for m in model]
+        bn_after = [
+            kinds[i - 1] for i, k in enumerate(kinds) if k in (nn.BatchNorm1d, nn.BatchNorm2d)
+        ]
+        assert bn_after and all(k in (nn.Linear, nn.Conv2d) for k in bn_after)
+        model.eval()
+        x = torch.rand(2, 1, 28, 28)
+        torch.testing.assert_close(torch.fx.symbolic_trace(model)(x), model(x))

@@ -194,3 +194,25 @@ def test_cifar_augment_varies_per_sample_and_is_seeded():
     assert n_flipped + n_same == 64 and 0 < n_flipped < 64
     with pytest.raises(ValueError, match="B, C, H, W"):
         train.cifar_augment(torch.rand(3, 8, 8))
+
+
+def _unflipped_crops(x: torch.Tensor, pad: int) -> list[torch.Tensor]:
+    h, w = x.shape[-2:]
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    offsets = range(2 * pad + 1)
+    return [padded[:, dy : dy + h, dx : dx + w] for dy in offsets for dx in offsets]
+
+
+def test_cifar_augment_without_flip_is_the_same_crop_unflipped():
+    x = torch.rand(64, 2, 6, 6) + 0.1
+    crops = train.cifar_augment(x, torch.Generator().manual_seed(5), padding=2, flip=False)
+    both = train.cifar_augment(x, torch.Generator().manual_seed(5), padding=2, flip=True)
+    n_flipped = 0
+    for i in range(64):
+        assert any(torch.equal(crops[i], c) for c in _unflipped_crops(x[i], 2))
+        # Same offsets either way: with flip on, a sample is that crop or its mirror image.
+        assert torch.equal(both[i], crops[i]) or torch.equal(both[i], crops[i].flip(-1))
+        n_flipped += not torch.equal(both[i], crops[i])
+    assert 0 < n_flipped < 64
+    unflipped = train.cifar_augment(x, torch.Generator().manual_seed(5), padding=0, flip=False)
+    assert torch.equal(unflipped, x)
