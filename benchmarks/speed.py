@@ -12,7 +12,9 @@ batch 1, T = 8 unless given otherwise), for the CIFAR-10 Net4 CNN and ResNet-20:
   module called as ``module(x)``, nothing counted), *counted* (the same with the counting), per
   step, and *check* (the per-call check that the kept fan-outs are still valid);
 * *neuron step*: one ``WeightedLeaky`` step against one ``snntorch.Leaky`` step (both
-  ``init_hidden=True``, inference) on Net4's first hidden layer at batch 1 ``[1, 32, 32, 32]``.
+  ``init_hidden=True``, inference) on Net4's first hidden layer at batch 1 ``[1, 32, 32, 32]``,
+  and *neuron block*: a ``WeightedLeaky`` step inside ``forward_steps`` on 8 steps of that
+  shape (the folded runner's neuron kernel), per step.
 
 How: the baseline commit is exported with ``git archive`` into a temporary directory (nothing in
 the repository changes). Both code bases are timed by this same script in worker subprocesses
@@ -142,8 +144,10 @@ def _part_paths(name: str, snn, train) -> dict[str, Callable[[], object]]:
             f"{name}/check": lambda: network_profile(snn, train[0])}
 
 
-def _neuron_paths(repeats: int = 50) -> dict[str, Callable[[], object]]:
-    """``repeats`` steps of a WeightedLeaky and of an snn.Leaky on the same input."""
+def _neuron_paths(repeats: int = 48) -> dict[str, Callable[[], object]]:
+    """``repeats`` steps of a WeightedLeaky and of an snn.Leaky on the same input, and
+    ``repeats`` steps of a WeightedLeaky in blocks of 8 through ``forward_steps`` (the folded
+    runner's kernel)."""
     import snntorch
     import torch
 
@@ -161,7 +165,21 @@ def _neuron_paths(repeats: int = 50) -> dict[str, Callable[[], object]]:
                 neuron(x)
         return run
 
-    return {key: steps(n) for key, n in neurons.items()}
+    def block(neuron) -> Callable[[], None]:
+        train = torch.rand(8, *x.shape) * 0.5
+
+        @torch.no_grad()
+        def run() -> None:
+            for _ in range(repeats // 8):
+                neuron.reset_mem()
+                neuron.forward_steps(train)
+        return run
+
+    paths = {key: steps(n) for key, n in neurons.items()}
+    weighted = sw.WeightedLeaky(num_phases=8, init_hidden=True)
+    if hasattr(weighted, "forward_steps"):
+        paths["neuron/block"] = block(weighted)
+    return paths
 
 
 def worker(root: str, models: list[str], steps: int, rounds: int, threads: int) -> None:
@@ -199,11 +217,11 @@ def _run_worker(root: Path, args: argparse.Namespace) -> dict[str, list[float]]:
 
 
 def _per_step(times: list[float], key: str, steps: int) -> list[float]:
-    """Seconds per step (network paths per call / T; neuron paths per 50 steps)."""
+    """Seconds per step (network paths per call / T; neuron paths per 48 steps)."""
     if key.endswith(("/folded", "/check")):
         return times
     if key.startswith("neuron/"):
-        return [t / 50 for t in times]
+        return [t / 48 for t in times]
     return [t / steps for t in times]
 
 
@@ -275,7 +293,7 @@ def report(rows: list[dict], args: argparse.Namespace, command: str) -> str:
 
     units = {"loop": "ms / step", "folded": "ms / call", "bare": "ms / step",
              "program": "ms / step", "counted": "ms / step", "check": "ms / call",
-             "weighted": "us / step", "leaky": "us / step"}
+             "weighted": "us / step", "leaky": "us / step", "block": "us / step"}
     table = []
     for row in rows:
         kind = row["path"].split("/")[1]
