@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from . import data, models, quant
 from ._extras import require
 from .conversion.convert import convert
-from .simulation.runner import simulate
+from .simulation.evaluate import evaluate as evaluate_snn
 from .train import evaluate, train_ann
 
 __all__ = ["DatasetConfig", "DATASETS", "DemoError", "SnnRun", "DemoResult", "parse_args", "run",
@@ -172,35 +172,19 @@ def train_model(args: argparse.Namespace, x: Tensor, y: Tensor) -> nn.Module:
 # --------------------------------------------------------------------------- simulation
 
 
-def _batches(n: int, size: int, desc: str, progress: bool):
-    starts = range(0, n, size)
-    if not progress:
-        return starts
-    from tqdm.auto import tqdm
-
-    return tqdm(starts, desc=desc, leave=False, dynamic_ncols=True)
-
-
 def simulate_batches(snn: nn.Module, x: Tensor, y: Tensor, num_steps: int, batch_size: int,
-                     desc: str, progress: bool = True) -> SnnRun:
-    """Simulate ``snn`` on ``x`` in batches; accuracy / cumulative spike curves over all images."""
-    start = time.perf_counter()
-    correct = spikes = synops = 0
-    outputs = []
-    for i in _batches(len(x), batch_size, desc, progress):
-        result = simulate(snn, x[i:i + batch_size], num_steps, labels=y[i:i + batch_size])
-        correct = correct + result.accuracy.cpu() * len(result.labels)
-        spikes = spikes + result.spikes_per_step.sum(1).cpu()
-        synops = synops + result.synops_per_step.sum(1).cpu()
-        outputs.append(result.estimate[-1].cpu())
-    n = len(x)
+                     desc: str, progress: bool | None = None, seed: int = 0) -> SnnRun:
+    """Evaluate ``snn`` on ``x`` in batches (:func:`~snntorch_weighted.evaluate`): accuracy and
+    cumulative spike / SynOps curves over all images; rate inputs drawn per image from ``seed``."""
+    batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    result = evaluate_snn(snn, batches, num_steps, progress=progress, desc=desc, seed=seed)
     return SnnRun(
         coding=snn.coding,
-        accuracy=correct / n,
-        spikes=spikes.cumsum(0).double() / n,
-        synops=synops.cumsum(0).double() / n,
-        outputs=torch.cat(outputs),
-        seconds=time.perf_counter() - start,
+        accuracy=result.accuracy,
+        spikes=result.cum_spikes,
+        synops=result.cum_synops,
+        outputs=snn.decode(result.final_readout, result.num_steps),
+        seconds=result.seconds,
     )
 
 
@@ -321,12 +305,11 @@ def plot_curves(result: DemoResult, args: argparse.Namespace, path: Path) -> Pat
 def _rate_and_weighted(args: argparse.Namespace, model: nn.Module, calib: Tensor,
                        x_test: Tensor, y_test: Tensor) -> dict[str, SnnRun]:
     runs: dict[str, SnnRun] = {}
-    torch.manual_seed(args.seed)  # the rate code's Bernoulli draws
     for coding in ("weighted", "rate"):
         snn = convert(model, calib, coding=coding, num_phases=args.phases, device=args.device,
                       progress=args.progress)
         runs[coding] = simulate_batches(snn, x_test, y_test, args.steps, args.batch_size,
-                                        f"{coding} SNN", args.progress)
+                                        f"{coding} SNN", args.progress, seed=args.seed)
     return runs
 
 
