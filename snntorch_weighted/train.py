@@ -171,7 +171,8 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
         return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+    # disable=None: the bar shows only on a terminal, so logs get no bar frames
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None)
 
 
 def train_ann(
