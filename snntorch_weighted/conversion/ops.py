@@ -154,7 +154,7 @@ def batch_mixing(gm: fx.GraphModule, shapes: dict[fx.Node, torch.Size | None]) -
     sample's tag in sample b (or has no batch axis of the same size) is reported.
     """
     env: dict = {}
-    bad = []
+    bad, tainted = [], set()
     for node in gm.graph.nodes:
         if node.op == "output":
             continue
@@ -162,14 +162,20 @@ def batch_mixing(gm: fx.GraphModule, shapes: dict[fx.Node, torch.Size | None]) -
             shape = shapes.get(node)
             env[node] = _tag(shape) if shape is not None else None
             continue
+        if any(a in tainted for a in node.all_input_nodes):  # reported where it began
+            tainted.add(node)
+            env[node] = None
+            continue
         try:
             env[node] = replay_move(node, env)
         except (RuntimeError, TypeError, IndexError, ValueError, AttributeError):
             bad.append(node)
+            tainted.add(node)
             env[node] = None
             continue
         batch = next((env[a].shape[0] for a in node.all_input_nodes
                       if isinstance(env.get(a), Tensor) and env[a].dim()), None)
         if batch is not None and _mixes(env[node], batch):
             bad.append(node)
+            tainted.add(node)
     return bad

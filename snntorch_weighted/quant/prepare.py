@@ -85,7 +85,9 @@ def _uniform_divisor(node: fx.Node, pool: SumPool2d, in_shape) -> float:
     divisor = pool.divisor(torch.zeros((1, 1, *in_shape[-2:])))
     if not bool((divisor == divisor.flatten()[0]).all()):
         sizes = sorted({float(d) for d in divisor.flatten()})
+        other = (divisor[0, 0] != divisor.flatten()[0]).nonzero().tolist()
         raise _err(node, type(pool.pool).__name__, f"its bins have different sizes {sizes} "
+                   f"(bins {[tuple(b) for b in other[:8]]} differ from bin (0, 0)) "
                    "after a weight layer: the pooling weights are not one factor that the layer "
                    "can absorb; pool after the ReLU or use an output size that divides the input")
     return 1.0 / float(divisor.flatten()[0])
