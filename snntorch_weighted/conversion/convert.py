@@ -29,7 +29,6 @@ removed,
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterable, Sequence
 
@@ -50,8 +49,8 @@ from .graph import (
     module_of,
 )
 from .layers import Scale, SpikeMaxPool2d
-from .ops import ChannelAffine, ClippedReLU, replay_move
 from .network import SpikingNetwork
+from .ops import ChannelAffine, ClippedReLU, replay_move
 
 __all__ = ["convert", "calibrate", "fold_input_normalization"]
 

@@ -5,8 +5,8 @@
   (weighted / rate: the neuron's scale is at most the ceiling; radix: the clip is at most it).
 * :class:`ChannelAffine` -- ``x * w[c] + b[c]`` per channel (dim 1): a BatchNorm in eval mode that
   does not follow a weight layer, a per-channel affine synapse (a weight layer of its own).
-* *Moves*: ``view`` / ``reshape`` / ``flatten`` / ``transpose`` / ``permute`` / ``chunk`` / ``split``
-  / ``squeeze`` / ``unsqueeze`` / indexing / ``torch.cat`` and the ``size()`` / ``shape`` reads
+* *Moves*: ``view`` / ``reshape`` / ``flatten`` / ``transpose`` / ``permute`` / ``chunk`` /
+  ``split`` / ``squeeze`` / ``unsqueeze`` / indexing / ``torch.cat`` and the ``size()`` / ``shape`` reads
   they use. They only move per-sample values; :func:`batch_mixing` checks that on tagged tensors.
   Every converter replays a move on its per-element maps (scales, neuron ids) with
   :func:`replay_move`, so a value keeps its own scale wherever it moves.
@@ -19,11 +19,11 @@ import operator
 import torch
 from torch import Tensor, fx, nn
 
-__all__ = ["ClippedReLU", "ChannelAffine", "is_move", "is_size_expr", "is_cat", "replay_move", "batch_mixing",
-           "MOVE_METHODS", "MOVE_FUNCTIONS"]
+__all__ = ["ClippedReLU", "ChannelAffine", "is_move", "is_size_expr", "is_cat", "replay_move",
+           "batch_mixing", "MOVE_METHODS", "MOVE_FUNCTIONS"]
 
 MOVE_METHODS = {"view", "reshape", "flatten", "transpose", "permute", "chunk", "split", "size",
-                "squeeze", "unsqueeze", "unflatten", "contiguous", "view_as", "reshape_as", "expand_as"}
+                "squeeze", "unsqueeze", "unflatten", "contiguous", "view_as", "reshape_as"}
 MOVE_FUNCTIONS = {torch.flatten, torch.transpose, torch.reshape, torch.permute, torch.chunk,
                   torch.split, torch.squeeze, torch.unsqueeze, torch.cat, torch.concat,
                   operator.getitem, getattr, torch.unflatten}

@@ -41,9 +41,9 @@ from .. import quant
 from ..neurons.leaky import RadixLeaky
 from ..neurons.reset import reset
 from .graph import UnsupportedLayerError, is_add, module_of
-from .ops import is_cat, is_move, is_size_expr
 from .layers import ClockedLayer, Scale
 from .network import SpikingNetwork
+from .ops import is_cat, is_move, is_size_expr
 
 __all__ = ["Delay", "RadixMaxPool2d", "convert_radix", "radix_infer"]
 
