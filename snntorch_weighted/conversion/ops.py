@@ -6,8 +6,8 @@
 * :class:`ChannelAffine` -- ``x * w[c] + b[c]`` per channel (dim 1): a BatchNorm in eval mode that
   does not follow a weight layer, a per-channel affine synapse (a weight layer of its own).
 * *Moves*: ``view`` / ``reshape`` / ``flatten`` / ``transpose`` / ``permute`` / ``chunk`` /
-  ``split`` / ``squeeze`` / ``unsqueeze`` / indexing / ``torch.cat`` and the ``size()`` / ``shape`` reads
-  they use. They only move per-sample values; :func:`batch_mixing` checks that on tagged tensors.
+  ``split`` / ``squeeze`` / ``unsqueeze`` / indexing / ``torch.cat`` and the ``size()`` /
+  ``shape`` reads they use. They only move per-sample values; :func:`batch_mixing` checks that on tagged tensors.
   Every converter replays a move on its per-element maps (scales, neuron ids) with
   :func:`replay_move`, so a value keeps its own scale wherever it moves.
 """
