@@ -8,8 +8,8 @@
 * *Moves*: ``view`` / ``reshape`` / ``flatten`` / ``transpose`` / ``permute`` / ``chunk`` /
   ``split`` / ``squeeze`` / ``unsqueeze`` / indexing / ``torch.cat`` and the ``size()`` /
   ``shape`` reads they use. They only move per-sample values; :func:`batch_mixing` checks that
-  on tagged tensors. Every converter replays a move on its per-element maps (scales, neuron ids) with
-  :func:`replay_move`, so a value keeps its own scale wherever it moves.
+  on tagged tensors. Every converter replays a move on its per-element maps (scales, neuron ids)
+  with :func:`replay_move`, so a value keeps its own scale wherever it moves.
 """
 
 from __future__ import annotations
