@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from ..neurons.leaky import WeightedLeaky
-from .calibration import calibrate, first_batch
+from .calibration import calibrate, check_batch, first_batch
 from .graph import (
     POOL_LAYERS,
     WEIGHT_LAYERS,
@@ -127,6 +127,7 @@ def convert(
 
     first = first_batch(calibration_data)
     device = torch.device(device) if device is not None else first.device
+    check_batch(first, normalized_input=input_mean is not None)  # before running the model on it
     model_device = next((p.device for p in model.parameters()), first.device)
     gm = capture(model, first.to(model_device)).to(device)
     if input_mean is not None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, fx, nn
 
-from ..conversion.calibration import calibrate, first_batch
+from ..conversion.calibration import calibrate, check_batch, first_batch
 from ..conversion.graph import WEIGHT_LAYERS, UnsupportedLayerError, capture, is_add, module_of
 from ..conversion.ops import ClippedReLU, is_cat, is_move, is_size_expr, replay_move
 from .merge import distribute
@@ -361,6 +361,7 @@ def prepare(
         raise ValueError("model is already prepared")
     was_training = model.training
     first = first_batch(calibration_data)
+    check_batch(first, normalized_input=False)
     device = next((p.device for p in model.parameters()), first.device)
     gm = capture(model, first.to(device))
     clips = _calibrate(gm, calibration_data, percentile)
