@@ -302,3 +302,21 @@ def test_radix_adaptive_pool_after_a_sum_names_the_bins():
 def test_precision_limit():
     with pytest.raises(ValueError, match="num_phases=25 exceeds the 24"):
         convert(Cat(), _data(2), num_phases=25, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("outer", "inner", "shape"),
+    [
+        (ChannelAffine(torch.rand(6) + 0.5, torch.rand(6)), _conv(3, 6), (2, 3, 5, 5)),
+        (nn.Conv2d(6, 4, 1, groups=2), _conv(6, 6, groups=6, stride=2), (2, 6, 5, 5)),
+        (nn.Linear(5, 3), nn.Linear(4, 5), (2, 4)),
+        (nn.Conv2d(3, 4, 3), ChannelAffine(torch.rand(3) + 0.5, torch.rand(3)), (2, 3, 5, 5)),
+    ],
+)
+def test_merged_layer_computes_the_chain(outer, inner, shape):
+    from snntorch_weighted.quant.merge import merge
+
+    x = torch.rand(shape)
+    with torch.no_grad():
+        torch.testing.assert_close(merge(outer, inner)(x), outer(inner(x)), rtol=1e-5, atol=1e-5)
+    assert merge(_conv(3, 3), _conv(3, 3)) is None  # a 3x3 after a 3x3 is not one 3x3

@@ -46,13 +46,13 @@ from __future__ import annotations
 import copy
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from .blockers import Blocker, UnsupportedLayerError, blocker, blockers_error
 from .ops import ChannelAffine, ClippedReLU, batch_mixing, is_cat, is_move, is_size_expr
 
 __all__ = [
@@ -91,79 +91,8 @@ _ADD_FUNCS = {operator.add, operator.iadd, torch.add}
 _ADD_METHODS = {"add", "add_"}
 _MEAN_DIMS = ({2, 3}, {-2, -1})
 _RESHAPE_METHODS = {"view", "reshape"}
-_GATE = ("a multiplicative gate (e.g. squeeze-and-excitation) has no spiking counterpart: "
-         "remove the gate branch and fine-tune")
-_SMOOTH = "replace it with nn.ReLU (or nn.ReLU6) and fine-tune"
-_HINTS: dict[str, str] = {
-    "SiLU": _SMOOTH, "GELU": _SMOOTH, "Hardswish": _SMOOTH, "Mish": _SMOOTH, "ELU": _SMOOTH,
-    "LeakyReLU": _SMOOTH, "PReLU": _SMOOTH, "Softplus": _SMOOTH, "Tanh": _SMOOTH,
-    "silu": _SMOOTH, "gelu": _SMOOTH, "hardswish": _SMOOTH, "tanh": _SMOOTH,
-    "Sigmoid": "a sigmoid gate: " + _GATE + "; as the last layer: drop it (keep the logits)",
-    "Hardsigmoid": "a sigmoid gate: " + _GATE, "sigmoid": _GATE, "hardsigmoid": _GATE,
-    "mul": _GATE, "matmul": "attention / products of activations: " + _GATE,
-    "LayerNorm": "normalises each sample by its own statistics: replace it with BatchNorm and "
-                 "fine-tune", "layer_norm": "replace it with BatchNorm and fine-tune",
-    "GroupNorm": "replace it with BatchNorm and fine-tune",
-    "MultiheadAttention": "attention multiplies activations: use a convolutional model",
-    "scaled_dot_product_attention": "attention multiplies activations: use a convolutional model",
-    "Softmax": "drop the final softmax (convert the logits)", "softmax": "drop the softmax",
-    "Hardtanh": "only Hardtanh(0, a) is a saturating ReLU; use it or nn.ReLU",
-}
-
-
-class UnsupportedLayerError(ValueError):
-    """A model the ANN -> SNN conversion cannot map; the message lists every blocking node."""
-
-    def __init__(self, message: str, blockers: list[Blocker] | None = None) -> None:
-        super().__init__(message)
-        self.blockers = list(blockers or [])
-
-
-@dataclass(frozen=True)
-class Blocker:
-    """One unsupported node: fx node name, op (layer type / function, with the module path), why
-    and what to do."""
-
-    node: str
-    op: str
-    hint: str
-
-    def __str__(self) -> str:
-        return f"node '{self.node}' ({self.op})" + (f": {self.hint}" if self.hint else "")
-
-
-def _describe(gm: fx.GraphModule, node: fx.Node) -> str:
-    if node.op == "call_module":
-        kind = type(gm.get_submodule(node.target)).__name__
-        return f"{kind} at '{node.target}'"
-    if node.op == "call_function":
-        name = getattr(node.target, "__name__", None) or repr(node.target)
-        module = getattr(node.target, "__module__", None) or ""
-        module = "operator" if module == "_operator" else module
-        return f"{module}.{name}" if module and module != "builtins" else name
-    if node.op == "call_method":
-        return f"Tensor.{node.target}"
-    return f"{node.op} {node.target}"
-
-
-def _short_kind(gm: fx.GraphModule, node: fx.Node) -> str:
-    if node.op == "call_module":
-        return type(gm.get_submodule(node.target)).__name__
-    return str(getattr(node.target, "__name__", node.target))
-
-
-def _blocker(gm: fx.GraphModule, node: fx.Node, why: str = "") -> Blocker:
-    hint = why or _HINTS.get(_short_kind(gm, node), "")
-    return Blocker(node.name, _describe(gm, node), hint)
-
-
 def _error(blockers: list[Blocker]) -> UnsupportedLayerError:
-    supported = ", ".join(t.__name__ for t in SUPPORTED_MODULES)
-    lines = "\n".join(f"  {b}" for b in blockers)
-    return UnsupportedLayerError(
-        f"{len(blockers)} node(s) not supported for ANN->SNN conversion:\n{lines}\n"
-        f"Supported: {supported}, ReLU6/Hardtanh(0, a)/clamp(0, a), BatchNorm, Dropout, Identity, "
-        "add, cat, mean over H/W, reshapes that keep the batch axis.", blockers)
+    return blockers_error(blockers, ", ".join(t.__name__ for t in SUPPORTED_MODULES))
 
 
 def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
@@ -319,13 +248,13 @@ def _canonical_node(gm: fx.GraphModule, node: fx.Node, blockers: list[Blocker]) 
     elif (bounds := _clamp_bounds(node)) is not None:
         module = _clipped(*bounds)
         if module is None:
-            blockers.append(_blocker(gm, node, f"clamp to {bounds} is not a (saturating) ReLU; "
+            blockers.append(blocker(gm, node, f"clamp to {bounds} is not a (saturating) ReLU; "
                                      "only clamp(0, a) / clamp(min=0) convert"))
         else:
             _replace_with_module(gm, node, module, node.args[0])
     elif op == "call_function" and target in _POOL_FUNCS:
         if target is F.max_pool2d and _arg(node, 5, "return_indices", False):
-            blockers.append(_blocker(gm, node, "max_pool2d with return_indices"))
+            blockers.append(blocker(gm, node, "max_pool2d with return_indices"))
         else:
             _replace_with_module(gm, node, _POOL_FUNCS[target](node), node.args[0])
     elif (mean := _mean_pool(node)) is not None:
@@ -361,11 +290,11 @@ def _canonical_functions(gm: fx.GraphModule, blockers: list[Blocker]) -> None:
 
 def _canonical_add(gm: fx.GraphModule, node: fx.Node, blockers: list[Blocker]) -> None:
     if len(node.args) != 2 or node.kwargs.get("alpha", 1) != 1 or set(node.kwargs) - {"alpha"}:
-        blockers.append(_blocker(gm, node, "only a plain a + b of two tensors is supported"))
+        blockers.append(blocker(gm, node, "only a plain a + b of two tensors is supported"))
         return
     a, b = node.args
     if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)):
-        blockers.append(_blocker(gm, node, "adding a constant is not supported"))
+        blockers.append(blocker(gm, node, "adding a constant is not supported"))
         return
     with gm.graph.inserting_before(node):
         new = gm.graph.call_function(operator.add, (a, b))
@@ -380,7 +309,7 @@ def _fold_batchnorms(gm: fx.GraphModule, blockers: list[Blocker]) -> None:
         if not isinstance(bn, _BATCHNORMS):
             continue
         if not bn.track_running_stats or bn.running_mean is None:
-            blockers.append(_blocker(gm, node, "BatchNorm without running statistics (it "
+            blockers.append(blocker(gm, node, "BatchNorm without running statistics (it "
                                      "normalises each batch by itself): track running stats"))
             continue
         prev = node.args[0]
@@ -443,9 +372,9 @@ def _validate(gm: fx.GraphModule, blockers: list[Blocker]) -> None:
                                         f"got {type(node.args[0]).__name__}"))
         elif node.op == "call_module":
             if not isinstance(gm.get_submodule(node.target), SUPPORTED_MODULES):
-                blockers.append(_blocker(gm, node))
+                blockers.append(blocker(gm, node))
         elif not (is_add(node) or is_move(node)):
-            blockers.append(_blocker(gm, node))
+            blockers.append(blocker(gm, node))
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:
@@ -499,7 +428,7 @@ def check(model: nn.Module, example_input: Tensor) -> list[Blocker]:
         shapes = probe_shapes(gm, example_input)
     except Exception as err:  # the model itself fails on this input
         return [Blocker("input", type(model).__name__, f"the model fails on the example: {err}")]
-    return [_blocker(gm, n, "mixes samples of the batch: keep the batch axis first and whole "
+    return [blocker(gm, n, "mixes samples of the batch: keep the batch axis first and whole "
                      "(e.g. x.view(x.size(0), ...))") for n in batch_mixing(gm, shapes)]
 
 
@@ -534,7 +463,7 @@ def capture(model: nn.Module, example_input: Tensor | None = None) -> fx.GraphMo
     shapes = probe_shapes(gm, example_input)
     bad = batch_mixing(gm, shapes)
     if bad:
-        raise _error([_blocker(gm, n, "mixes samples of the batch: keep the batch axis first "
+        raise _error([blocker(gm, n, "mixes samples of the batch: keep the batch axis first "
                                "and whole") for n in bad])
     for node in gm.graph.nodes:
         shape = shapes.get(node)
