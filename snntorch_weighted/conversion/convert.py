@@ -179,7 +179,7 @@ def fold_input_normalization(
         node, flattened = next(iter(node.users)), True
     users = list(node.users)
     layer = module_of(gm, users[0]) if len(users) == 1 else None
-    if not isinstance(layer, WEIGHT_LAYERS):
+    if not isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d)):
         raise ValueError(
             "cannot fold input_mean/input_std: the input must feed exactly one Linear/Conv "
             f"(optionally through Flatten), but it feeds {[u.name for u in users]}")

@@ -40,6 +40,16 @@ Integer semantics (what the twin, the SNN and the tests agree on)
   of the fake-quantised pre-activation :math:`z_l = A_l X'_l`.
 * **Max pooling** acts on codes (``max`` commutes with the monotone quantiser); **average pooling**
   becomes a sum pool (its ``1/area`` is folded into the next weight, as above).
+* **Concatenation, reshapes, adaptive pools** (model zoo): a path's input may hold the codes of
+  several neurons (branches joined by ``torch.cat``, moved by ``view`` / ``transpose`` / ``chunk``
+  ...) and pass sum pools whose divisor differs per position (an adaptive pool whose output does
+  not divide its input): :math:`\\Delta_{src_k} f_k` is then a per-element map, absorbed per input
+  unit of the path's weight (per channel of a convolution, per feature of a Linear). A sum pool
+  after a weight layer needs one divisor (its bins of one size). A neuron's bias is the map of the
+  float biases where they reach its accumulator (through concatenations and padded pools).
+* **Linear chains** (a weight layer fed by a sum: linear bottlenecks, depthwise + 1x1, BatchNorm
+  before a ReLU) are merged into single layers first (:mod:`snntorch_weighted.quant.merge`);
+  ``ReLU6`` / ``Hardtanh(0, a)`` neurons keep their clip at most ``a``.
 * **Output** (the model's last weight layer(s), no ReLU): ``X = sum_k w_k * y_src_k + b`` with no
   shift and no clamp, :math:`A = \\max_k \\max|W_k| \\Delta_{src_k} f_k / (2^{B_w-1} - 1)`,
   ``b = round(B / A)``; the logits are ``A * X``.
