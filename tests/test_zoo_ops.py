@@ -320,3 +320,25 @@ def test_merged_layer_computes_the_chain(outer, inner, shape):
     with torch.no_grad():
         torch.testing.assert_close(merge(outer, inner)(x), outer(inner(x)), rtol=1e-5, atol=1e-5)
     assert merge(_conv(3, 3), _conv(3, 3)) is None  # a 3x3 after a 3x3 is not one 3x3
+
+
+@pytest.mark.parametrize("name", ["preact_bn", "shuffle", "bottleneck"])
+def test_finetuned_twin_stays_bit_exact(name):
+    """STE fine-tuning (learnable clips) through concatenations, moves and merged chains: the
+    weights and clips move, and the radix SNN still equals the fine-tuned quantised model."""
+    model, x = _model(name), _data(16)
+    y = torch.arange(16) % 3
+    prepared = quant.prepare(copy.deepcopy(model), num_bits=4, calibration_data=x,
+                             learn_clip=True)
+    before = {k: v.detach().clone() for k, v in prepared.state_dict().items()}
+    quant.finetune(prepared, (x, y), epochs=2, lr=1e-2, batch_size=8, progress=False)
+    after = prepared.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if "clip" in k)
+    snn = convert_radix(prepared)
+    want = quant.integer_activations(copy.deepcopy(prepared).double(), x.double())
+    with torch.no_grad():
+        reset(snn)
+        train = snn.encode(x.double(), snn.latency)
+        for t in range(snn.latency):
+            mem = snn(train[t])
+    assert torch.equal(mem, want["output_quant"].double())
