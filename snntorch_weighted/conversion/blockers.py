@@ -25,6 +25,8 @@ _HINTS: dict[str, str] = {
     "MultiheadAttention": "attention multiplies activations: use a convolutional model",
     "scaled_dot_product_attention": "attention multiplies activations: use a convolutional model",
     "Softmax": "drop the final softmax (convert the logits)", "softmax": "drop the softmax",
+    "einsum": "attention / products of activations: " + _GATE,
+    "bmm": "attention / products of activations: " + _GATE,
     "Hardtanh": "only Hardtanh(0, a) is a saturating ReLU; use it or nn.ReLU",
 }
 
@@ -72,6 +74,9 @@ def _short_kind(gm: fx.GraphModule, node: fx.Node) -> str:
 
 def blocker(gm: fx.GraphModule, node: fx.Node, why: str = "") -> Blocker:
     hint = why or _HINTS.get(_short_kind(gm, node), "")
+    if not hint and node.op == "get_attr":
+        hint = ("a tensor used outside a layer (a layer scale, a position bias or class token): "
+                "fold a scale into the layer before it; attention tokens cannot be converted")
     return Blocker(node.name, _describe(gm, node), hint)
 
 

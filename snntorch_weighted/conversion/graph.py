@@ -230,6 +230,12 @@ def _mean_pool(node: fx.Node) -> tuple[fx.Node, bool] | None:
     return node.args[0], bool(_arg(node, 2, "keepdim", False))
 
 
+def _is_eval_stochastic_depth(node: fx.Node) -> bool:
+    """torchvision's ``stochastic_depth(x, p, mode, training=False)``: the identity in eval."""
+    name = getattr(node.target, "__name__", "")
+    return name == "stochastic_depth" and _arg(node, 3, "training", True) is False
+
+
 def _drop(gm: fx.GraphModule, node: fx.Node) -> None:
     node.replace_all_uses_with(node.args[0])
     gm.graph.erase_node(node)
@@ -240,7 +246,7 @@ def _canonical_node(gm: fx.GraphModule, node: fx.Node, blockers: list[Blocker]) 
     op, target = node.op, node.target
     if is_size_expr(node):
         return
-    if op == "call_function" and target in _DROPOUT_FUNCS:
+    if op == "call_function" and (target in _DROPOUT_FUNCS or _is_eval_stochastic_depth(node)):
         _drop(gm, node)
     elif (op == "call_function" and target in _RELU_FUNCS) or (
             op == "call_method" and target in _RELU_METHODS):
