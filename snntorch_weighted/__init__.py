@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import quant, spikegen
 from .conversion import SpikingNetwork, UnsupportedLayerError, convert
+from .conversion.graph import check
 from .export import NIRExportError, export_nir, import_nir
 from .neurons import RadixLeaky, WeightedLeaky, reset
 from .simulation import SimulationResult, decision, metrics, simulate
@@ -27,6 +28,7 @@ __all__ = [
     "EvaluationResult",
     "SpikingNetwork",
     "UnsupportedLayerError",
+    "check",
     "export_nir",
     "import_nir",
     "NIRExportError",

@@ -313,10 +313,13 @@ def test_torchvision_resnet18_converts():
     assert lam  # ANN still runs (the conversion left it alone)
 
 
-def test_mobilenet_v2_names_what_is_unsupported():
-    model = torchvision.models.mobilenet_v2(num_classes=10)
-    with pytest.raises(UnsupportedLayerError, match=r"features_0_2.*ReLU6"):
+def test_mobilenet_v3_names_every_unsupported_node():
+    model = torchvision.models.mobilenet_v3_small(num_classes=10)
+    with pytest.raises(UnsupportedLayerError) as info:
         convert(model, torch.rand(2, 3, 32, 32), progress=False)
+    assert "node 'features_0_2' (Hardswish at 'features.0.2'): replace it" in str(info.value)
+    kinds = {b.op.split(" at ")[0] for b in info.value.blockers}
+    assert kinds == {"Hardswish", "Hardsigmoid", "operator.mul"}, kinds
 
 
 @pytest.mark.parametrize(

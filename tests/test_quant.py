@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F  # noqa: N812
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_quant_reference import MODELS, mlp, randomise
@@ -20,6 +21,7 @@ from torch import nn
 from snntorch_weighted import quant
 from snntorch_weighted.conversion.graph import UnsupportedLayerError
 from snntorch_weighted.data import load_digits
+from snntorch_weighted.quant.finetune import _finetune_loss
 from snntorch_weighted.train import evaluate
 
 # ----------------------------------------------------------------------------- STE
@@ -240,12 +242,17 @@ def test_bad_input_raises_clear_errors() -> None:
         quant.prepare(
             nn.Sequential(nn.Flatten(), nn.Sigmoid(), nn.Linear(64, 2)), calibration_data=x
         )
-    with pytest.raises(UnsupportedLayerError, match=r"'_2'.*Linear.*ReLU"):
-        quant.prepare(
-            nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Linear(8, 2)), calibration_data=x
-        )
-    with pytest.raises(UnsupportedLayerError, match="output"):
-        quant.prepare(nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU()), calibration_data=x)
+    with pytest.raises(UnsupportedLayerError, match=r"'_1'.*Conv2d.*insert a ReLU"):
+        quant.prepare(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1),
+                                    nn.Flatten(), nn.ReLU(), nn.Linear(128, 2)),
+                      calibration_data=x.view(-1, 1, 8, 8))
+    # a Linear after a Linear is merged into one layer; a model may end in neurons
+    chain = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Linear(8, 2))
+    merged = quant.prepare(copy.deepcopy(chain), num_bits=8, calibration_data=x)
+    assert F.cosine_similarity(merged(x).flatten(), chain(x).flatten(), dim=0) > 0.99
+    ends_in_relu = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU())
+    prepared = quant.prepare(copy.deepcopy(ends_in_relu), num_bits=8, calibration_data=x)
+    assert F.cosine_similarity(prepared(x).flatten(), ends_in_relu(x).flatten(), dim=0) > 0.99
     with pytest.raises(TypeError, match="prepare"):
         quant.integer_params(mlp())
     twin = quant.twin(quant.prepare(mlp(), num_bits=4, calibration_data=x))
@@ -266,10 +273,10 @@ def test_distillation_loss_matches_the_formula() -> None:
             p = torch.softmax(teacher(x) / tau, 1)
         log_q = torch.log_softmax(student / tau, 1)
         expected = tau**2 * (p * (p.log() - log_q)).sum(1).mean()
-        got = quant._finetune_loss(student, x, torch.zeros(6, dtype=torch.long), teacher, tau)
+        got = _finetune_loss(student, x, torch.zeros(6, dtype=torch.long), teacher, tau)
         assert torch.allclose(got, expected, rtol=1e-12)
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
-    assert torch.equal(quant._finetune_loss(student, x, labels, None, 1.0),
+    assert torch.equal(_finetune_loss(student, x, labels, None, 1.0),
                        nn.functional.cross_entropy(student, labels))
 
 

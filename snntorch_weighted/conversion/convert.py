@@ -29,7 +29,6 @@ removed,
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterable, Sequence
 
@@ -38,10 +37,21 @@ import torch
 from torch import Tensor, fx, nn
 
 from ..neurons import WeightedLeaky
-from .calibration import calibrate, first_batch
-from .graph import POOL_LAYERS, WEIGHT_LAYERS, _set_submodule, capture, is_add, module_of
+from ..spikegen import check_bits
+from .calibration import calibrate, check_batch, first_batch
+from .graph import (
+    POOL_LAYERS,
+    WEIGHT_LAYERS,
+    _set_submodule,
+    capture,
+    is_add,
+    is_cat,
+    is_move,
+    module_of,
+)
 from .layers import Scale, SpikeMaxPool2d
 from .network import SpikingNetwork
+from .ops import ChannelAffine, ClippedReLU, replay_move
 
 __all__ = ["convert", "calibrate", "fold_input_normalization"]
 
@@ -101,6 +111,9 @@ def convert(
     if coding == "radix":
         from .radix import convert_radix
 
+        if num_bits is not None:
+            check_bits("num_bits", num_bits, torch.float64)  # the radix SNN is float64
+
         return convert_radix(model, calibration_data, num_bits=num_bits, **kw)
     skip_periods = kw.pop("skip_periods", 0)
     if kw:
@@ -108,16 +121,23 @@ def convert(
     if coding == "rate" and skip_periods:
         raise ValueError("skip_periods applies to coding='weighted' only")
     _check_options(num_phases, normalization, percentile)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    check_bits("num_phases", num_phases, dtype)
     if (input_mean is None) != (input_std is None):
         raise ValueError("pass both input_mean and input_std, or neither")
 
     first = first_batch(calibration_data)
     device = torch.device(device) if device is not None else first.device
-    gm = capture(model).to(device)
+    check_batch(first, normalized_input=input_mean is not None)  # before running the model on it
+    model_device = next((p.device for p in model.parameters()), first.device)
+    gm = capture(model, first.to(model_device)).to(device)
     if input_mean is not None:
         fold_input_normalization(gm, input_mean, input_std, tuple(first.shape[1:]))
     scales = calibrate(gm, calibration_data, normalization, percentile, device, progress,
                        normalized_input=input_mean is not None)
+    for node in gm.graph.nodes:  # a saturating neuron's scale is at most its ceiling
+        if isinstance(module_of(gm, node), ClippedReLU):
+            scales[node.name] = min(scales[node.name], gm.get_submodule(node.target).ceiling)
     return _build(gm, scales, coding, num_phases, skip_periods)
 
 
@@ -147,7 +167,7 @@ def fold_input_normalization(
         node, flattened = next(iter(node.users)), True
     users = list(node.users)
     layer = module_of(gm, users[0]) if len(users) == 1 else None
-    if not isinstance(layer, WEIGHT_LAYERS):
+    if not isinstance(layer, (nn.Linear, nn.Conv1d, nn.Conv2d)):
         raise ValueError(
             "cannot fold input_mean/input_std: the input must feed exactly one Linear/Conv "
             f"(optionally through Flatten), but it feeds {[u.name for u in users]}")
@@ -218,7 +238,7 @@ def _passes_scale(module: nn.Module | None) -> bool:
 
 
 def _demanded_scales(gm: fx.GraphModule, relu_scales: dict[str, float]) -> dict[fx.Node, float]:
-    """Scale each node's consumers want (ReLU: lambda, output: 1, through pools/adds)."""
+    """Scale each node's consumers want (ReLU: lambda, output: 1, through pools/adds/moves)."""
     demand: dict[fx.Node, float] = {}
     for node in reversed(list(gm.graph.nodes)):
         for user in node.users:
@@ -227,7 +247,7 @@ def _demanded_scales(gm: fx.GraphModule, relu_scales: dict[str, float]) -> dict[
                 want = 1.0
             elif isinstance(module, nn.ReLU):
                 want = relu_scales[user.name]
-            elif _passes_scale(module) or is_add(user):
+            elif _passes_scale(module) or is_add(user) or is_cat(user) or is_move(user):
                 want = demand.get(user)
             else:
                 want = None
@@ -236,52 +256,106 @@ def _demanded_scales(gm: fx.GraphModule, relu_scales: dict[str, float]) -> dict[
     return demand
 
 
-def _close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=1e-9)
+def _ones(node: fx.Node) -> Tensor:
+    """``[1, *per-sample shape]`` ones (the shape capture recorded)."""
+    return torch.ones((1, *node.meta["shape"]), dtype=torch.float64)
 
 
-def _insert_scale(gm: fx.GraphModule, user: fx.Node, source: fx.Node, factor: float) -> None:
-    """Insert ``Scale(factor)`` on the edge ``source -> user``."""
+def _insert_scale(gm: fx.GraphModule, user: fx.Node, source: fx.Node, factor: Tensor) -> None:
+    """Insert ``Scale(factor)`` (scalar when uniform) on the edge ``source -> user``."""
     name = f"{source.name}_to_{user.name}_scale"
-    gm.add_submodule(name, Scale(factor))
+    uniform = bool((factor == factor.flatten()[0]).all())
+    gm.add_submodule(name, Scale(factor.flatten()[0] if uniform else factor.float()))
     with gm.graph.inserting_before(user):
         scaled = gm.graph.call_module(name, (source,))
+    scaled.meta["shape"] = source.meta.get("shape")
     user.replace_input_with(source, scaled)
 
 
+def _match(gm, node, actual, target: Tensor | float) -> None:
+    """Insert a Scale on every input of ``node`` whose scale map is not ``target``."""
+    for source in [a for a in node.all_input_nodes if isinstance(actual.get(a), Tensor)]:
+        want = torch.as_tensor(target, dtype=torch.float64).expand_as(actual[source])
+        if not torch.allclose(actual[source], want, rtol=1e-9, atol=0.0):
+            _insert_scale(gm, node, source, actual[source] / want)
+
+
+def _uniform(gm, node: fx.Node, source: fx.Node, actual, per_unit: Tensor) -> Tensor:
+    """Make ``actual[source]`` equal ``per_unit`` broadcast (a Scale on the edge when not) and
+    return ``per_unit`` (the scale per input unit that the layer ``node`` absorbs)."""
+    full = actual[source]
+    if not torch.allclose(full, per_unit.expand_as(full), rtol=1e-9, atol=0.0):
+        per_unit = full.max().expand_as(per_unit)
+        _insert_scale(gm, node, source, full / full.max())
+    return per_unit
+
+
+def _input_units(gm, node: fx.Node, module: nn.Module, actual) -> Tensor:
+    """Scale of each input unit of a weight layer: per feature (Linear), per channel (else)."""
+    source = node.args[0]
+    full = actual[source]
+    if isinstance(module, nn.Linear):
+        vec = full.reshape(-1, full.shape[-1])[0]
+        return _uniform(gm, node, source, actual, vec).reshape(-1)
+    vec = full.reshape(full.shape[0], full.shape[1], -1)[..., :1]
+    shaped = vec.reshape(1, -1, *([1] * (full.dim() - 2)))
+    return _uniform(gm, node, source, actual, shaped).reshape(-1)
+
+
+def _rescale(module: nn.Module, s_in: Tensor, s_out: float, bias_gain: float) -> None:
+    """``W <- W s_in / s_out`` (per input unit), ``b <- b gain / s_out``."""
+    weight = module.weight
+    if isinstance(module, ChannelAffine):
+        factor = s_in
+    elif isinstance(module, nn.Linear):
+        factor = s_in.view(1, -1)
+    else:
+        idx = _input_channel_index(module, s_in.numel())
+        factor = s_in[idx].view(*idx.shape, *([1] * (weight.dim() - 2)))
+    with torch.no_grad():
+        weight.mul_((factor / s_out).to(weight))
+        if module.bias is not None:
+            module.bias.mul_(bias_gain / s_out)
+
+
 def _normalize(gm: fx.GraphModule, relu_scales: dict[str, float], bias_gain: float) -> None:
-    """Rescale weights/biases in place so each node carries ``value / scale`` (module docs)."""
+    """Rescale weights/biases in place so each node carries ``value / scale`` (module docs).
+
+    Every tensor node has a scale map (``[1, *shape]``): the units its values are carried in.
+    Moves and ``cat`` replay their op on the maps, so concatenated branches keep per-channel
+    scales that the next weight layer absorbs per input channel (no Scale needed)."""
     demand = _demanded_scales(gm, relu_scales)
-    actual: dict[fx.Node, float] = {}
+    actual: dict[fx.Node, object] = {}
     for node in list(gm.graph.nodes):
         module = module_of(gm, node)
-        inputs = [a for a in node.args if isinstance(a, fx.Node)]
         if node.op == "placeholder":
-            actual[node] = 1.0
+            actual[node] = _ones(node)
         elif isinstance(module, nn.ReLU):
-            actual[node] = relu_scales[node.name]
-            _match(gm, node, inputs, actual, actual[node])
+            lam = relu_scales[node.name]
+            _match(gm, node, actual, lam)
+            actual[node] = lam * _ones(node)
         elif isinstance(module, WEIGHT_LAYERS):
-            s_in = actual[inputs[0]]
-            s_out = demand.get(node, s_in)
-            with torch.no_grad():
-                module.weight.mul_(s_in / s_out)
-                if module.bias is not None:
-                    module.bias.mul_(bias_gain / s_out)
-            actual[node] = s_out
-        elif _passes_scale(module):
-            actual[node] = actual[inputs[0]]
+            s_in = _input_units(gm, node, module, actual)
+            s_out = demand.get(node, float(s_in.max()))
+            _rescale(module, s_in, s_out, bias_gain)
+            actual[node] = s_out * _ones(node)
+        elif isinstance(module, POOL_LAYERS):
+            full = actual[node.args[0]]
+            vec = full.reshape(1, full.shape[1], -1)[..., :1].reshape(1, -1, 1, 1)
+            vec = _uniform(gm, node, node.args[0], actual, vec)
+            actual[node] = vec * _ones(node)
         elif is_add(node):
-            actual[node] = demand.get(node, max(actual[a] for a in inputs))
-            _match(gm, node, inputs, actual, actual[node])
+            maps = [actual[a] for a in node.args]
+            target = demand.get(node)
+            target = torch.maximum(*maps) if target is None else target * _ones(node)
+            _match(gm, node, actual, target)
+            actual[node] = target
         elif node.op == "output":
-            _match(gm, node, inputs, actual, 1.0)
-
-
-def _match(gm, node, inputs, actual, target: float) -> None:
-    for source in inputs:
-        if not _close(actual[source], target):
-            _insert_scale(gm, node, source, actual[source] / target)
+            _match(gm, node, actual, 1.0)
+        elif module is not None:  # Flatten
+            actual[node] = module(actual[node.args[0]])
+        else:  # moves and cat: the same op on the maps
+            actual[node] = replay_move(node, actual)
 
 
 def _build(

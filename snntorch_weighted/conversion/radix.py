@@ -43,6 +43,7 @@ from ..neurons.reset import reset
 from .graph import UnsupportedLayerError, is_add, module_of
 from .layers import ClockedLayer, Scale
 from .network import SpikingNetwork
+from .ops import is_cat, is_move, is_size_expr
 
 __all__ = ["Delay", "RadixMaxPool2d", "convert_radix", "radix_infer"]
 
@@ -173,7 +174,9 @@ class _Builder:
             self.graph.output(out)
             return
         args = [self.env[a] for a in node.args if isinstance(a, fx.Node)]
-        if isinstance(module, quant.InputQuant):
+        if module is None and (is_move(node) or is_cat(node)):
+            self._copy(node)
+        elif isinstance(module, quant.InputQuant):
             self.env[node] = args[0]
             self.periods[node.target] = 0
         elif is_add(node):
@@ -218,6 +221,19 @@ class _Builder:
             kind = type(module).__name__ if module is not None else node.op
             raise UnsupportedLayerError(
                 f"node '{node.name}' ({kind}) is not part of a prepared radix twin")
+
+    def _copy(self, node: fx.Node) -> None:
+        """A move, size read or concatenation: the same op on the spike trains; the inputs of a
+        concatenation are delayed to the deepest one (like a residual add)."""
+        tensors = [a for a in node.all_input_nodes if not is_size_expr(a)]
+        depth = max((self.env[a][1] for a in tensors), default=0)
+        if is_cat(node):
+            parts = [self.delayed(self.env[a][0], depth - self.env[a][1], node.name)
+                     for a in node.args[0]]
+            new = self.graph.call_function(torch.cat, (parts, *node.args[1:]), dict(node.kwargs))
+        else:
+            new = self.graph.node_copy(node, lambda n: self.env[n][0])
+        self.env[node] = (new, depth)
 
     def build(self) -> SpikingNetwork:
         for node in self.twin.graph.nodes:
