@@ -145,7 +145,8 @@ def calibrate(
         total = math.ceil(calibration_data.shape[0] / _TENSOR_BATCH)
     seen = 0
     try:
-        for batch in tqdm(iter_batches(calibration_data), total=total, disable=not progress,
+        bar = None if progress else True  # None: a bar only on a terminal
+        for batch in tqdm(iter_batches(calibration_data), total=total, disable=bar,
                           desc="calibrating", leave=False):
             if batch.shape[0] == 0:
                 continue

@@ -162,7 +162,7 @@ def finetune(
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, total=per_epoch, desc=f"finetune {epoch + 1}/{epochs}",
-                           leave=False, dynamic_ncols=True)
+                           leave=False, dynamic_ncols=True, disable=None)
         for x, y in batches:
             x, y = x.to(device, dtype), y.to(device).long()
             loss = _finetune_loss(net(x), x, y, teacher, temperature)
