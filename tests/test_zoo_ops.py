@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+import snntorch_weighted as sw
 from snntorch_weighted import quant
 from snntorch_weighted.conversion.convert import convert
 from snntorch_weighted.conversion.graph import UnsupportedLayerError, capture, check
@@ -342,3 +343,36 @@ def test_finetuned_twin_stays_bit_exact(name):
         for t in range(snn.latency):
             mem = snn(train[t])
     assert torch.equal(mem, want["output_quant"].double())
+
+
+class _PreActBN(nn.Module):
+    """A batch norm between two ReLUs (a ChannelAffine synapse after conversion) and a concat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 6 * 6 * 2, 3)
+
+    def forward(self, x):
+        a = torch.relu(self.c1(x))
+        c = torch.relu(self.c2(torch.relu(self.bn(a))))
+        return self.fc(torch.cat([a, c], 1).flatten(1))
+
+
+def test_simulate_counts_synops_through_a_channel_affine() -> None:
+    """The SynOps of a spike reaching a ChannelAffine are one per element (none where the
+    channel's scale is 0): both runners count them and agree."""
+    torch.manual_seed(0)
+    model = _PreActBN().eval()
+    model.bn.running_var.uniform_(0.5, 2.0)
+    x = torch.rand(4, 1, 6, 6)
+    snn = convert(model, x, coding="weighted", num_phases=4, progress=False)
+    loop = sw.simulate(snn, x, 16, fold=False)
+    folded = sw.simulate(snn, x, 16, fold=True)
+    assert torch.equal(loop.synops_per_step, folded.synops_per_step)
+    with torch.no_grad():
+        snn.graph.bn.weight[0] = 0.0
+    fewer = sw.simulate(snn, x, 16, fold=False)
+    assert fewer.synops_per_step.sum() < loop.synops_per_step.sum()

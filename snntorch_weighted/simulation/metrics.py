@@ -37,6 +37,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, fx, nn
 
 from ..conversion.layers import Scale
+from ..conversion.ops import ChannelAffine
 from ..neurons.reset import is_stateful
 
 __all__ = [
@@ -130,6 +131,8 @@ def _binary_module(name: str, module: nn.Module, args: tuple, kwargs: dict) -> A
         return _sum_adaptive_pool(x, module.output_size, 1)
     if isinstance(module, _IDENTITY_MODULES):
         return x
+    if isinstance(module, ChannelAffine):  # one synapse per element, where the channel's scale != 0
+        return x * module._shaped((module.weight != 0).to(x.dtype), x)
     no_state = next(iter(module.parameters()), None) is None and next(
         iter(module.buffers()), None) is None
     if isinstance(module, _PASS_MODULES) or no_state:
