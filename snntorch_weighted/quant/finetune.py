@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from .prepare import _check_prepared
 
@@ -113,17 +114,7 @@ def finetune(
     from ..train import evaluate
 
     gm = _check_prepared(model)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    if teacher is model or teacher is gm:
-        raise ValueError("teacher is the model being fine-tuned (prepare works in place): "
-                         "pass a copy of the float model taken before prepare")
-    if keep_best and val_data is None:
-        raise ValueError("keep_best=True needs val_data (held-out data to pick the best epoch)")
+    _check_arguments(model, gm, epochs, lr, temperature, teacher, keep_best, val_data)
     if device is not None:
         gm.to(device)
     device = next(gm.parameters()).device
@@ -132,14 +123,8 @@ def finetune(
     if distributed:
         net = nn.parallel.DistributedDataParallel(
             gm, device_ids=None if device.type == "cpu" else [device])
-    params = [p for p in gm.parameters() if p.requires_grad]
-    if optimizer == "adam":
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    elif optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=True,
-                              weight_decay=weight_decay)
-    else:
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    opt = _optimizer([p for p in gm.parameters() if p.requires_grad], optimizer, lr,
+                     weight_decay, momentum)
     per_epoch = _num_batches(train_data, batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * per_epoch))
     show = progress and (not distributed or dist.get_rank() == 0)
@@ -152,35 +137,19 @@ def finetune(
                         "val_acc": evaluate(gm, val_data, device=device)})  # fmt: skip
         if keep_best:
             best = (history[0]["val_acc"], 0, copy.deepcopy(gm.state_dict()))
-    dtype = next(gm.parameters()).dtype
     for epoch in range(epochs):
-        net.train()
-        total = torch.zeros((), device=device, dtype=torch.float64)
-        count = 0
         batches = _ddp_batches(train_data, batch_size, epoch, seed)
         if show:
-            from tqdm.auto import tqdm
-
             batches = tqdm(batches, total=per_epoch, desc=f"finetune {epoch + 1}/{epochs}",
                            leave=False, dynamic_ncols=True, disable=None)
-        for x, y in batches:
-            x, y = x.to(device, dtype), y.to(device).long()
-            loss = _finetune_loss(net(x), x, y, teacher, temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.detach() * y.shape[0]
-            count += y.shape[0]
-        record = {"epoch": epoch + 1, "loss": float(total) / max(count, 1), "val_acc": math.nan}
+        loss = _train_epoch(net, batches, opt, sched, teacher, temperature)
+        record = {"epoch": epoch + 1, "loss": loss, "val_acc": math.nan}
         if val_data is not None:
             record["val_acc"] = evaluate(gm, val_data, device=device)
         history.append(record)
         if best is not None and record["val_acc"] > best[0]:
             best = (record["val_acc"], epoch + 1, copy.deepcopy(gm.state_dict()))
         if show:
-            from tqdm.auto import tqdm
-
             val = "" if val_data is None else f", val acc {record['val_acc']:.4f}"
             tqdm.write(f"finetune epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f}{val}")
     if best is not None:
@@ -189,6 +158,53 @@ def finetune(
             record["kept"] = record["epoch"] == best[1]
     gm.eval()
     return history
+
+
+def _check_arguments(model: nn.Module, gm: nn.Module, epochs, lr, temperature, teacher,
+                     keep_best: bool, val_data) -> None:
+    """:func:`finetune`'s argument checks, each error naming the argument."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if teacher is model or teacher is gm:
+        raise ValueError("teacher is the model being fine-tuned (prepare works in place): "
+                         "pass a copy of the float model taken before prepare")
+    if keep_best and val_data is None:
+        raise ValueError("keep_best=True needs val_data (held-out data to pick the best epoch)")
+
+
+def _optimizer(params: list[nn.Parameter], optimizer: str, lr: float, weight_decay: float,
+               momentum: float) -> torch.optim.Optimizer:
+    """AdamW (``"adam"``) or SGD with Nesterov momentum (``"sgd"``)."""
+    if optimizer == "adam":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=True,
+                               weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+
+
+def _train_epoch(net: nn.Module, batches, opt: torch.optim.Optimizer, sched, teacher,
+                 temperature: float) -> float:
+    """One pass of STE training over ``batches`` (the LR schedule steps per batch); the mean
+    loss per sample."""
+    net.train()
+    first = next(net.parameters())
+    total = torch.zeros((), device=first.device, dtype=torch.float64)
+    count = 0
+    for x, y in batches:
+        x, y = x.to(first.device, first.dtype), y.to(first.device).long()
+        loss = _finetune_loss(net(x), x, y, teacher, temperature)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += loss.detach() * y.shape[0]
+        count += y.shape[0]
+    return float(total) / max(count, 1)
 
 
 def _finetune_loss(logits: Tensor, x: Tensor, y: Tensor, teacher: nn.Module | None,
