@@ -43,8 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The demo's command line (``snntorch-weighted --help``)."""
     p = argparse.ArgumentParser(
         prog=PROG, usage="%(prog)s [demo] [options]", formatter_class=_HelpFormatter,
-        description="Train a small CNN, convert it to weighted / rate / radix SNNs, compare them. "
-                    "Prints a table and writes results.md and a plot to --out.",
+        description="Convert an ANN to weighted / rate / radix SNNs and compare them: digits "
+                    "trains a small CNN; fashion-mnist / cifar10 load the committed Net2 / Net4 "
+                    "weights (models.pretrained), or train them afresh with --retrain. Prints a "
+                    "table and writes results.md and a plot to --out.",
     )
     p.add_argument("--dataset", choices=sorted(DATASETS), default="digits",
                    help="digits (scikit-learn's bundled 8x8 digits, offline), fashion-mnist "
@@ -52,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", type=Path, default=None,
                    help=f"dataset directory for fashion-mnist / cifar10 (default: "
                         f"${DATA_ENV}, else ../shared/datasets, else ./data)")
+    p.add_argument("--retrain", action="store_true",
+                   help="fashion-mnist / cifar10: train Net2 / Net4 afresh instead of loading "
+                        "the committed weights (models.pretrained); needed where those are "
+                        "absent (digits always trains)")
     p.add_argument("--download", action="store_true",
                    help="let torchvision download a missing fashion-mnist / cifar10 into "
                         "--data-root")
@@ -65,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", type=int, default=None,
                    help="T, bits of the radix code " + _per_dataset("bits"))
     p.add_argument("--epochs", type=int, default=None,
-                   help="ANN training epochs " + _per_dataset("epochs"))
+                   help="ANN training epochs (digits, or --retrain) " + _per_dataset("epochs"))
     p.add_argument("--finetune-epochs", type=int, default=2, help="radix STE fine-tuning epochs")
     p.add_argument("--finetune-lr", type=float, default=3e-4,
                    help="peak learning rate of the radix fine-tuning (AdamW, cosine)")

@@ -1,4 +1,4 @@
-"""End-to-end demo: train a small CNN, convert it to weighted, rate and radix SNNs, compare them.
+"""End-to-end demo: an ANN converted to weighted, rate and radix SNNs, compared on test images.
 
 Run ``python -m snntorch_weighted.demo`` (or ``snntorch-weighted``, or ``nox -s demo``). By default
 it uses scikit-learn's bundled 8x8 digits, so it works offline, and takes well under two minutes on
@@ -15,8 +15,15 @@ two CPU cores:
    quantised model's bit for bit, and save a plot of accuracy vs steps.
 
 ``--dataset fashion-mnist`` (Net2) and ``--dataset cifar10`` (Net4) use the datasets under
-``--data-root`` (see :mod:`snntorch_weighted.data`); they train for longer, so use
-``--device cuda`` or reduce ``--train-samples`` / ``--epochs`` on a CPU.
+``--data-root`` (see :mod:`snntorch_weighted.data`) read as ``uint8 pixel / 256`` (Kim et al.'s
+range, the input of the committed weights), and by default skip step 1: the ANN is the paper
+network with its committed reference weights, :func:`snntorch_weighted.models.pretrained`
+(``"net2"``, ``"net4"``), built as in :data:`~snntorch_weighted.models.PRETRAINED_BUILDERS`.
+Where those weights are absent (they are trained by ``python -m snntorch_weighted.reference
+NAME``) the demo stops with one line naming ``--retrain`` and that command. ``--retrain`` trains
+the same architecture afresh instead (long: use ``--device cuda`` or reduce ``--train-samples`` /
+``--epochs`` on a CPU). The training images are still loaded: they calibrate the conversion and
+fine-tune the radix twin.
 
 Optional dependencies (``pip install "snntorch-weighted[demo]"``), the device and the dataset are
 checked before any work starts and reported in one line; ``results.md`` is written as soon as the
@@ -27,10 +34,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -39,11 +46,13 @@ from torch import Tensor, nn
 from . import data, models, quant
 from ._extras import require
 from .conversion.convert import convert
+from .demo_report import checkpoints, format_table, plot_curves, print_report, write_results
 from .simulation.evaluate import evaluate as evaluate_snn
 from .train import evaluate, train_ann
 
-__all__ = ["DatasetConfig", "DATASETS", "DemoError", "SnnRun", "DemoResult", "parse_args", "run",
-           "main"]
+__all__ = ["DatasetConfig", "DATASETS", "DemoError", "SnnRun", "DemoResult", "paper_net",
+           "load_committed", "parse_args", "run", "main", "checkpoints", "format_table",
+           "plot_curves", "write_results"]
 
 
 class DemoError(RuntimeError):
@@ -62,15 +71,26 @@ class DatasetConfig:
     steps: int  # steps simulated for the weighted and rate codes
     test_samples: int | None  # None: the whole test split
     batch_size: int = 64
+    pretrained: str | None = None  # committed weights (models.pretrained) used unless --retrain
+    divisor: float = 255.0  # uint8 images are read as pixel / divisor
+
+
+def paper_net(name: str) -> nn.Module:
+    """The untrained network ``name`` built exactly like its committed weights' model
+    (:data:`~snntorch_weighted.models.PRETRAINED_BUILDERS`, e.g. ``net2(batch_norm=True)``)."""
+    builder, kwargs = models.PRETRAINED_BUILDERS[name]
+    return builder(**kwargs)
 
 
 DATASETS: dict[str, DatasetConfig] = {
     "digits": DatasetConfig(lambda: models.digits_cnn(16), epochs=30, lr=0.05, phases=4,
                             bits=4, steps=64, test_samples=None),
-    "fashion-mnist": DatasetConfig(models.net2, epochs=3, lr=0.05, phases=8, bits=4, steps=128,
-                                   test_samples=1000),
-    "cifar10": DatasetConfig(models.net4, epochs=10, lr=0.05, phases=8, bits=6, steps=256,
-                             test_samples=1000, batch_size=128),
+    "fashion-mnist": DatasetConfig(partial(paper_net, "net2"), epochs=3, lr=0.05, phases=8,
+                                   bits=4, steps=128, test_samples=1000, pretrained="net2",
+                                   divisor=256.0),
+    "cifar10": DatasetConfig(partial(paper_net, "net4"), epochs=10, lr=0.05, phases=8, bits=6,
+                             steps=256, test_samples=1000, batch_size=128, pretrained="net4",
+                             divisor=256.0),
 }
 
 
@@ -105,7 +125,8 @@ class DemoResult:
     twin_accuracy: tuple[float, float] | None = None  # the T-bit twin before / after fine-tuning
     radix_latency: int | None = None
     bit_exact: float | None = None  # fraction of test images whose outputs equal the twin's
-    model: nn.Module | None = None  # the trained ANN
+    model: nn.Module | None = None  # the ANN (trained here, or with committed weights)
+    weights: str | None = None  # the committed weights used (models.pretrained), None if trained
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -134,10 +155,13 @@ def check_dependencies(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- data and training
 
 
-def load_data(args: argparse.Namespace) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def load_data(args: argparse.Namespace,
+              divisor: float | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(x_train, y_train, x_test, y_test)`` tensors with inputs in ``[0, 1]``.
 
-    A missing dataset raises :class:`DemoError` naming the paths looked at and the options to set.
+    Fashion-MNIST and CIFAR-10 images are read as ``uint8 pixel / divisor`` (default: the
+    dataset's :attr:`DatasetConfig.divisor`, 256). A missing dataset raises :class:`DemoError`
+    naming the paths looked at and the options to set.
     """
     download = getattr(args, "download", False)
     try:
@@ -152,9 +176,29 @@ def load_data(args: argparse.Namespace) -> tuple[Tensor, Tensor, Tensor, Tensor]
             test = data.load_cifar10(args.data_root, "test", download=download)
     except FileNotFoundError as err:
         raise DemoError(f"{err} On the command line: --data-root DIR, or --download.") from err
+    if isinstance(train, data.ImageDataset):
+        divisor = divisor if divisor is not None else DATASETS[args.dataset].divisor
+        train, test = train.rescaled(divisor), test.rescaled(divisor)
     x_train, y_train = data.as_tensors(train, args.train_samples, seed=args.seed)
     x_test, y_test = data.as_tensors(test, args.test_samples, seed=args.seed)
     return x_train, y_train, x_test, y_test
+
+
+def load_committed(args: argparse.Namespace) -> tuple[nn.Module, dict] | None:
+    """``(model, manifest)`` of the dataset's committed weights, or ``None`` when the demo trains
+    (digits, or ``--retrain``).
+
+    Missing or corrupt weights raise :class:`DemoError` naming ``--retrain`` and the command that
+    trains the reference weights (``python -m snntorch_weighted.reference NAME``).
+    """
+    name = DATASETS[args.dataset].pretrained
+    if name is None or getattr(args, "retrain", False):
+        return None
+    try:
+        return models.pretrained(name), models.read_manifest(name)
+    except models.PretrainedWeightsError as err:
+        raise DemoError(f"--dataset {args.dataset} uses the committed {name} weights: {err}; "
+                        f"or add --retrain to train {name} afresh in the demo") from err
 
 
 def train_model(args: argparse.Namespace, x: Tensor, y: Tensor) -> nn.Module:
@@ -213,92 +257,6 @@ def run_radix(args: argparse.Namespace, model: nn.Module, x_train: Tensor, y_tra
     return run, (before, twin_accuracy), snn.latency, exact
 
 
-# --------------------------------------------------------------------------- reporting
-
-
-def checkpoints(num_steps: int, period: int) -> list[int]:
-    """Steps shown in the table: every doubling of the period, up to and including ``num_steps``."""
-    steps, t = [], period
-    while t < num_steps:
-        steps.append(t)
-        t *= 2
-    return steps + [num_steps]
-
-
-METRICS = """\
-accuracy %: share of the test images whose output (argmax of the output integrator, decoded)
-  is the label after that many time steps; steps: time steps simulated per image.
-spikes/image: spikes of the hidden neurons (input excluded) per image, summed up to that step.
-SynOps/image: synaptic operations per image up to that step: every spike (input included) times
-  the number of synapses it reaches (its fan-out); the ANN row gives its multiply-accumulates.
-radix twin: the T-bit quantised ANN (quant.prepare) that the radix SNN reproduces bit for bit."""
-
-
-def format_table(result: DemoResult, args: argparse.Namespace) -> str:
-    """A markdown table: coding, steps, accuracy, spikes and SynOps per image.
-
-    The radix rows are shown once the radix stage has run (``result.twin_accuracy`` is set).
-    """
-    rows = [("ANN (float)", "-", f"{100 * result.ann_accuracy:.2f}", "-",
-             f"{result.ann_macs:,} MACs")]
-    for coding, label in (("weighted", f"weighted (K={args.phases})"), ("rate", "rate")):
-        run_ = result.runs[coding]
-        for t in checkpoints(len(run_.accuracy), args.phases):
-            rows.append((label, str(t), f"{100 * run_.accuracy[t - 1]:.2f}",
-                         f"{run_.spikes[t - 1]:,.0f}", f"{run_.synops[t - 1]:,.0f}"))
-    if result.twin_accuracy is not None:
-        for label, acc in zip(("before", "after"), result.twin_accuracy):
-            rows.append((f"radix twin (T={args.bits} ANN), {label} fine-tuning", "-",
-                         f"{100 * acc:.2f}", "-", "-"))
-        radix = result.runs["radix"]
-        rows.append((f"radix SNN (T={args.bits})", str(result.radix_latency),
-                     f"{100 * radix.accuracy[-1]:.2f}", f"{radix.spikes[-1]:,.0f}",
-                     f"{radix.synops[-1]:,.0f}"))
-    header = ("coding", "steps", "accuracy %", "spikes/image", "SynOps/image")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def write_results(result: DemoResult, args: argparse.Namespace) -> Path:
-    """Write the table (what exists so far) and the metric definitions to ``--out/results.md``."""
-    result.table = format_table(result, args)
-    path = args.out / "results.md"
-    done = "" if result.twin_accuracy is not None else "\n(radix stage not finished)\n"
-    path.write_text(f"{result.table}\n{done}\n{METRICS}\n")
-    return path
-
-
-def plot_curves(result: DemoResult, args: argparse.Namespace, path: Path) -> Path:
-    """Accuracy vs steps for the weighted and rate SNNs (ANN and radix for reference)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for coding, label in (("weighted", f"weighted spikes (K={args.phases})"),
-                          ("rate", "rate coding")):
-        acc = result.runs[coding].accuracy
-        ax.plot(range(1, len(acc) + 1), 100 * acc, label=label)
-    ax.axhline(100 * result.ann_accuracy, color="gray", linestyle="--", label="ANN")
-    if result.radix_latency is not None:
-        ax.plot([result.radix_latency], [100 * result.runs["radix"].accuracy[-1]], "k*",
-                markersize=10, label=f"radix SNN (T={args.bits})")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("time steps")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{args.dataset}: SNN accuracy vs time")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -316,9 +274,9 @@ def _rate_and_weighted(args: argparse.Namespace, model: nn.Module, calib: Tensor
 def run(args: argparse.Namespace) -> DemoResult:
     """Run the whole demo (see the module docstring) and print the table.
 
-    Optional dependencies are checked first (:class:`MissingDependencyError`), then the dataset is
-    loaded (:class:`DemoError` when it is missing); ``results.md`` is written before the radix
-    stage and again at the end.
+    Optional dependencies are checked first (:class:`MissingDependencyError`), then the committed
+    weights (:func:`load_committed`) and the dataset (:class:`DemoError` when either is missing);
+    ``results.md`` is written before the radix stage and again at the end.
     """
     from .simulation.metrics import ann_macs
 
@@ -330,13 +288,22 @@ def run(args: argparse.Namespace) -> DemoResult:
     args.out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    x_train, y_train, x_test, y_test = load_data(args)
+    committed = load_committed(args)
+    divisor = committed[1]["recipe"]["pixel_divisor"] if committed else None
+    x_train, y_train, x_test, y_test = load_data(args, divisor)
     say(f"{args.dataset}: {len(x_train)} training / {len(x_test)} test images "
         f"{tuple(x_train.shape[1:])}, device {args.device}", flush=True)
 
-    model = train_model(args, x_train, y_train)
+    if committed is None:
+        if DATASETS[args.dataset].pretrained is not None:
+            say(_retrain_line(args), flush=True)
+        model = train_model(args, x_train, y_train)
+    else:
+        model = committed[0].to(args.device)
     ann_accuracy = evaluate(model, (x_test, y_test))
-    timings["train ANN"] = time.perf_counter() - clock
+    timings["load ANN" if committed else "train ANN"] = time.perf_counter() - clock
+    if committed is not None:
+        say(_describe(committed[1]), flush=True)
     say(f"ANN test accuracy {100 * ann_accuracy:.2f} %", flush=True)
 
     calib = x_train[: min(len(x_train), 1024)]
@@ -347,6 +314,7 @@ def run(args: argparse.Namespace) -> DemoResult:
         dataset=args.dataset, ann_accuracy=ann_accuracy,
         ann_macs=ann_macs(model.cpu(), x_test[:1]), runs=runs,
         plot=args.out / "accuracy_vs_steps.png", timings=timings, model=model,
+        weights=committed[1]["name"] if committed else None,
     )
     say(f"weighted and rate SNNs done: {write_results(result, args)}", flush=True)
 
@@ -356,21 +324,24 @@ def run(args: argparse.Namespace) -> DemoResult:
     timings["radix fine-tune + SNN"] = time.perf_counter() - clock
     results_path = write_results(result, args)
     plot_curves(result, args, result.plot)
-    _report(result, args, results_path)
+    print_report(result, args, results_path)
     return result
 
 
-def _report(result: DemoResult, args: argparse.Namespace, results_path: Path) -> None:
-    print()
-    print(result.table)
-    print(f"\nradix SNN: latency {result.radix_latency} steps = (D + 1) x T with D = neuron "
-          f"layers + max pools on the longest path; outputs bit-exact vs the quantised model on "
-          f"{100 * result.bit_exact:.1f} % of the test images")
-    print(METRICS)
-    print("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()))
-    print(f"results: {results_path.resolve()}\nplot: {result.plot.resolve()}")
-    if not math.isclose(result.bit_exact, 1.0):
-        print("WARNING: the radix SNN is not bit-exact on every image (please report this)")
+def _describe(manifest: dict) -> str:
+    """One line on committed weights: name, accuracy on the full test set, input scaling."""
+    name = manifest["name"]
+    return (f"ANN: the committed {name} weights, models.pretrained({name!r}), not trained here "
+            f"({manifest['test_accuracy_percent']:.2f} % on its {manifest['test_images']:,} "
+            f"test images; inputs uint8 pixel / {manifest['recipe']['pixel_divisor']:g})")
+
+
+def _retrain_line(args: argparse.Namespace) -> str:
+    """One line: the paper network is trained afresh (--retrain), and whether weights exist."""
+    name = DATASETS[args.dataset].pretrained
+    absent = "" if name in models.available_pretrained() else f"no committed {name} weights; "
+    epochs = f"{args.epochs} epoch{'s' * (args.epochs != 1)}"
+    return f"{absent}training {name} afresh ({epochs}, --retrain)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

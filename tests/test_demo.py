@@ -1,5 +1,7 @@
 """The demo end to end with tiny settings (digits, offline): table, plot, bit-exact radix; the
-command line: program name, defaults, one-line errors, dependencies checked before any work."""
+command line: program name, defaults, one-line errors, dependencies checked before any work; the
+paper networks: committed weights without training (Fashion-MNIST when present), a clear error
+where weights are absent, ``--retrain`` trains."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ import io
 
 import pytest
 import torch
+from torch import nn
 
-from snntorch_weighted import _extras, cli, convert, data, demo, simulate
+from snntorch_weighted import _extras, cli, convert, data, demo, models, simulate
 
 TINY = ["--epochs", "3", "--steps", "8", "--finetune-epochs", "1", "--train-samples", "300",
         "--test-samples", "48", "--batch-size", "32", "--threads", "1"]
@@ -98,6 +101,7 @@ def test_help_names_the_program_and_shows_defaults(capsys):
     assert "(default: 256)" in out and "(default: demo_output)" in out
     assert "digits 64, fashion-mnist 128, cifar10 256" in out
     assert "--quiet" in out
+    assert "--retrain fashion-mnist / cifar10: train Net2 / Net4 afresh" in out
 
 
 @pytest.mark.parametrize("device", ["gpu0", "cuda:x", "meta"]
@@ -123,7 +127,8 @@ def _no_work(*_args, **_kwargs):
 
 def test_missing_dataset_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "train_model", _no_work)
-    code = cli.main(["--dataset", "cifar10", "--data-root", str(tmp_path), "--device", "cpu"])
+    code = cli.main(["--dataset", "cifar10", "--data-root", str(tmp_path), "--device", "cpu",
+                     "--retrain"])
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("snntorch-weighted: error: CIFAR-10 not found")
@@ -166,3 +171,134 @@ def test_results_are_written_before_a_late_failure(tmp_path, monkeypatch):
     written = (tmp_path / "results.md").read_text()
     assert "| weighted (K=4) | 8 |" in written and "| rate | 8 |" in written
     assert "| radix SNN" not in written and "(radix stage not finished)" in written
+
+
+# --------------------------------------------------------------------------- paper networks
+
+FASHION_TINY = ["--dataset", "fashion-mnist", "--steps", "8", "--finetune-epochs", "1",
+                "--train-samples", "64", "--test-samples", "16", "--batch-size", "16",
+                "--threads", "1", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def fashion_test():
+    """The Fashion-MNIST test split from the default data root (the demo's), else skip."""
+    try:
+        return data.load_fashion_mnist(split="test")
+    except FileNotFoundError as err:
+        pytest.skip(f"Fashion-MNIST absent: {err}")
+
+
+@pytest.fixture(scope="module")
+def fashion_run(fashion_test, tmp_path_factory):
+    """``--dataset fashion-mnist`` with the committed Net2 weights; training raises."""
+    out = tmp_path_factory.mktemp("fashion")
+    loaded = {}
+
+    def spy_load_data(*args, **kwargs):
+        loaded["tensors"] = real_load_data(*args, **kwargs)
+        return loaded["tensors"]
+
+    real_load_data, threads, log = demo.load_data, torch.get_num_threads(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(log):
+        mp.setattr(demo, "train_model", _no_work)
+        mp.setattr(demo, "train_ann", _no_work)
+        mp.setattr(demo, "load_data", spy_load_data)
+        try:
+            args = demo.parse_args([*FASHION_TINY, "--out", str(out)])
+            result = demo.run(args)
+        finally:
+            torch.set_num_threads(threads)
+    return args, result, loaded["tensors"], log.getvalue()
+
+
+def test_fashion_mnist_uses_the_committed_net2_without_training(fashion_run):
+    args, result, _, log = fashion_run
+    reference = models.pretrained("net2")
+    assert result.weights == "net2" and "train ANN" not in result.timings
+    assert any(isinstance(m, nn.BatchNorm2d) for m in result.model.modules())
+    state = result.model.state_dict()
+    assert state.keys() == reference.state_dict().keys()
+    assert all(torch.equal(state[k].cpu(), v) for k, v in reference.state_dict().items())
+    assert "the committed net2 weights, models.pretrained('net2'), not trained here" in log
+    assert "90.67 % on its 10,000 test images; inputs uint8 pixel / 256" in log
+    assert "ANN: the committed net2 weights" in (args.out / "results.md").read_text()
+    assert result.bit_exact == 1.0 and len(result.runs["weighted"].accuracy) == 8
+
+
+def test_fashion_mnist_inputs_are_pixels_over_256(fashion_run, fashion_test):
+    """The simulated images are the manifest's ``uint8 pixel / 256``, drawn like data.subset."""
+    args, result, (_, _, x_test, y_test), _ = fashion_run
+    index = torch.randperm(10_000, generator=torch.Generator().manual_seed(args.seed))[:16]
+    expected = fashion_test.images[index].double() / 256
+    assert torch.equal(x_test.double(), expected)
+    assert torch.equal(y_test, fashion_test.labels[index])
+    with torch.no_grad():
+        logits = models.pretrained("net2")(expected.float())
+    correct = (logits.argmax(1) == fashion_test.labels[index]).double().mean().item()
+    assert result.ann_accuracy == pytest.approx(correct)
+
+
+def test_absent_weights_name_retrain_and_the_training_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(models, "WEIGHTS_DIR", tmp_path)  # no net4 weights, whatever is committed
+    for step in ("load_data", "train_model", "train_ann"):
+        monkeypatch.setattr(demo, step, _no_work)
+    assert cli.main(["--dataset", "cifar10", "--device", "cpu", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("snntorch-weighted: error: --dataset cifar10 uses "
+                                               "the committed net4 weights: no manifest")
+    assert "`python -m snntorch_weighted.reference net4 --threads 1`" in err[0]
+    assert err[0].endswith("or add --retrain to train net4 afresh in the demo")
+
+
+def test_corrupt_weights_are_a_demo_error(tmp_path, monkeypatch):
+    (tmp_path / "net2.json").write_text((models.WEIGHTS_DIR / "net2.json").read_text())
+    (tmp_path / "net2.pt").write_bytes(b"not the committed weights")
+    monkeypatch.setattr(models, "WEIGHTS_DIR", tmp_path)
+    args = demo.parse_args(["--dataset", "fashion-mnist", "--device", "cpu"])
+    with pytest.raises(demo.DemoError, match=r"sha256 .* --retrain to train net2 afresh"):
+        demo.load_committed(args)
+
+
+class _StopError(Exception):
+    """Ends the demo right after the ANN stage."""
+
+
+@pytest.mark.parametrize("dataset, shape, weights", [("cifar10", (3, 32, 32), "absent"),
+                                                     ("fashion-mnist", (1, 28, 28), "committed")])
+def test_retrain_trains_the_committed_architecture(dataset, shape, weights, tmp_path,
+                                                   monkeypatch, capsys):
+    """``--retrain`` trains (on fake data: no dataset needed) and never loads committed weights."""
+    if weights == "absent":
+        monkeypatch.setattr(models, "WEIGHTS_DIR", tmp_path)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 256, (32, *shape), generator=g) / 256, torch.arange(32) % 10
+    monkeypatch.setattr(demo, "load_data", lambda *a, **k: (x, y, x[:8], y[:8]))
+    monkeypatch.setattr(models, "pretrained", _no_work)
+    calls = []
+    real_train_ann = demo.train_ann
+    monkeypatch.setattr(demo, "train_ann", lambda model, *a, **k: calls.append(
+        (model, real_train_ann(model, *a, **k))))
+
+    def stop(_args, model, *_rest):
+        raise _StopError(model)
+
+    monkeypatch.setattr(demo, "_rate_and_weighted", stop)
+    args = demo.parse_args(["--dataset", dataset, "--retrain", "--epochs", "1", "--device", "cpu",
+                            "--threads", "1", "--out", str(tmp_path / "out")])
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(_StopError) as info:
+            demo.run(args)
+    finally:
+        torch.set_num_threads(threads)
+    (model, history), = calls
+    assert info.value.args[0] is model and len(history.train_loss) == 1
+    name = demo.DATASETS[dataset].pretrained
+    builder, kwargs = models.PRETRAINED_BUILDERS[name]
+    assert kwargs == {"batch_norm": True} and any(isinstance(m, nn.BatchNorm2d)
+                                                  for m in model.modules())
+    assert model.state_dict().keys() == builder(**kwargs).state_dict().keys()
+    out = capsys.readouterr().out
+    absent = f"no committed {name} weights; " if weights == "absent" else ""
+    assert f"\n{absent}training {name} afresh (1 epoch, --retrain)\n" in out
