@@ -151,7 +151,8 @@ def _spiky(value: Any) -> bool:
 def _binary_function(name: str, fn: Any, args: tuple, kwargs: dict) -> Any:
     """Apply a ``call_function`` node on the binarised pass."""
     tensors = [a for a in args if _spiky(a)]
-    if fn in (operator.mul, torch.mul, operator.truediv, torch.div):
+    if fn in (operator.mul, torch.mul, operator.truediv, torch.div) and any(
+            isinstance(a, Tensor) for a in args):  # not sizes (``c * h * w`` of a reshape)
         if len(tensors) != 1:
             raise ValueError(f"cannot count synapses through node {name!r} ({fn.__name__}) of two "
                              "spike-derived tensors")

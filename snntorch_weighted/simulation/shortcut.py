@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from .. import spikegen
+from ..conversion.ops import is_size_expr
 from . import decision as _decision
 from .counting import BLOCK_BYTES, Counter, Fans, network_profile, watched_modules
 from .graphs import fetch
@@ -57,10 +58,13 @@ class _PeriodEvaluator:
     * the output integrator at the end of period n holds ``bias + I(n)``.
 
     A node of depth d (periods of latency between the input and it) is input-independent in
-    periods ``n < d`` (pipeline filling: only biases propagate; this needs the inputs of every
-    join to have one depth, which the converter's delays ensure: ``matched``) and constant from
-    period d on, so every node is evaluated once at batch B (period d) and at most d times at
-    batch 1.
+    periods ``n < d`` (pipeline filling: only biases propagate; this needs the tensor inputs of
+    every join to have one depth, which the converter's delays ensure; a join that does not is
+    refused by name) and constant from period d on, so every node is evaluated once at batch B
+    (period d) and at most d times at batch 1. Size reads (``x.size(0)``, ``x.shape``, arithmetic
+    on them) carry shapes, not spikes: they have no depth, and a node reading one sees the sizes
+    of its source at its own batch (1, B, or T B in :meth:`per_step`), as every sample of the step
+    simulation sees the batch it runs at.
     """
 
     def __init__(self, snn: nn.Module, code: Tensor) -> None:
@@ -71,7 +75,6 @@ class _PeriodEvaluator:
         self.output = snn.output_neuron
         self.powers = torch.exp2(torch.arange(self.bits, dtype=code.dtype, device=code.device))
         self.memo: dict[tuple[fx.Node, int], Any] = {}
-        self.matched = True  # all inputs of every multi-input node have one depth
         self.depth = self._depths()
 
     def _module(self, node: fx.Node) -> nn.Module | None:
@@ -84,8 +87,12 @@ class _PeriodEvaluator:
         leaky, pool, delay = _radix_modules()
         depth: dict[fx.Node, int] = {}
         for node in self.graph.graph.nodes:
-            ins = {depth[n] for n in node.all_input_nodes if n.op != "get_attr"}
-            self.matched = self.matched and len(ins) <= 1
+            ins = {depth[n] for n in node.all_input_nodes
+                   if n.op != "get_attr" and not is_size_expr(n)}
+            if len(ins) > 1:
+                raise ValueError(f"radix shortcut: the inputs of node {node.name!r} arrive after "
+                                 f"different numbers of periods {sorted(ins)} (no delay matches "
+                                 "them), so its pipeline filling is not input-independent")
             base = max(ins, default=0)
             module = self._module(node)
             if module is None or module is self.output:
@@ -107,6 +114,18 @@ class _PeriodEvaluator:
             self.memo[key] = self._compute(node, period)
         return self.memo[key]
 
+    def sizes(self, node: fx.Node, batch: int) -> Any:
+        """Size expression ``node`` read off its sources as if they had ``batch`` samples (the
+        other dimensions of a node are the same in every period)."""
+        def arg(n: fx.Node) -> Any:
+            if is_size_expr(n):
+                return self.sizes(n, batch)
+            shape = self.value(n, self.depth[n]).shape
+            return torch.empty((), device=self.code.device).expand(batch, *shape[1:])
+
+        args, kwargs = fx.node.map_arg(node.args, arg), fx.node.map_arg(node.kwargs, arg)
+        return _apply(self.graph, node, args, kwargs)
+
     def _zeros(self, node: fx.Node) -> Tensor:
         return torch.zeros_like(self.value(node, self.depth[node])[:1])
 
@@ -120,8 +139,12 @@ class _PeriodEvaluator:
             return fetch(self.graph, node.target)
         module = self._module(node)
         if module is None:
-            args = fx.node.map_arg(node.args, lambda n: self.value(n, period))
-            kwargs = fx.node.map_arg(node.kwargs, lambda n: self.value(n, period))
+            batch = 1 if period < self.depth[node] else self.batch
+
+            def arg(n: fx.Node) -> Any:
+                return self.sizes(n, batch) if is_size_expr(n) else self.value(n, period)
+
+            args, kwargs = fx.node.map_arg(node.args, arg), fx.node.map_arg(node.kwargs, arg)
             return _apply(self.graph, node, args, kwargs)
         source = node.args[0]
         if module is self.output:
@@ -141,12 +164,18 @@ class _PeriodEvaluator:
     def per_step(self, node: fx.Node, period: int, transform) -> Tensor:
         """``node`` at every step p of ``period``, ``[T, B, ...]``: every source code v feeding
         it (through stateless nodes) replaced by ``transform(v, powers)[p]`` (T variants folded
-        into the batch, one call per node)."""
+        into the batch, one call per node). A ``Delay`` passes on its input's per-step values
+        (:meth:`delayed`)."""
+        _, _, delay = _radix_modules()
         env: dict[fx.Node, Any] = {}
 
         def visit(n: fx.Node) -> Any:
             if n not in env:
-                if n.op == "placeholder" or self._module(n) is not None:
+                if is_size_expr(n):
+                    env[n] = self.sizes(n, self.bits * self.batch)
+                elif isinstance(self._module(n), delay):
+                    env[n] = self.delayed(n, period, transform).flatten(0, 1)
+                elif n.op == "placeholder" or self._module(n) is not None:
                     v = self.value(n, period)
                     v = transform(v.expand(self.batch, *v.shape[1:]), self.powers.view(
                         -1, *([1] * v.dim())))
@@ -168,19 +197,25 @@ class _PeriodEvaluator:
         current = self.per_step(node.args[0], period, _prefixes)
         return self.output.bias.to(current.dtype) + current
 
+    def delayed(self, node: fx.Node, period: int, transform) -> Tensor:
+        """Delay ``node`` (m periods) at every step of ``period``, ``[T, B, ...]``: its input at
+        the same step of period ``period - m`` (:meth:`per_step`), zeros before. Not
+        ``transform`` of its integer value: a delayed *current* (the sum of a linear residual
+        stream, e.g. MobileNet-v2) emits per step the sum of that step's inputs, not bits."""
+        lag = self._lag(self.graph.get_submodule(node.target))
+        if period < lag:
+            zeros = self._zeros(node)
+            return zeros.unsqueeze(0).expand(self.bits, self.batch, *zeros.shape[1:])
+        return self.per_step(node.args[0], period - lag, transform)
+
     def emitted(self, node: fx.Node, period: int) -> tuple[Callable[[int, int], Tensor], int]:
         """What stateful ``node`` (or the input) emits at steps ``lo .. hi - 1`` of ``period``, as
         a function of ``(lo, hi)`` returning ``[hi - lo, B', ...]``, and the number of elements
-        of one step: those bits of its code; a ``Delay`` re-emits its (stateless) input's
-        per-step values of ``m`` periods earlier (e.g. scaled spikes of an identity shortcut)."""
-        module = self._module(node)
+        of one step: those bits of its code; a ``Delay`` re-emits its input's per-step values of
+        ``m`` periods earlier (:meth:`delayed`)."""
         _, _, delay = _radix_modules()
-        if isinstance(module, delay):
-            lag = self._lag(module)
-            if period < lag:
-                zeros = self._zeros(node)
-                return lambda lo, hi: zeros.unsqueeze(0).expand(hi - lo, *zeros.shape), 1
-            values = self.per_step(node.args[0], period - lag, _bits)
+        if isinstance(self._module(node), delay):
+            values = self.delayed(node, period, _bits)
             return lambda lo, hi: values[lo:hi], values[0].numel()
         code = self.value(node, period)
         powers = self.powers.view(-1, *([1] * code.dim()))
