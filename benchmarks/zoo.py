@@ -72,40 +72,28 @@ def _weighted(model, calib, x, ref) -> dict:
     import torch
 
     import snntorch_weighted as sw
-    from snntorch_weighted.neurons.reset import reset
 
     start = time.time()
     snn = sw.convert(model, calib, coding="weighted", num_phases=8, progress=False)
-    cos = {}
-    with torch.no_grad():
-        reset(snn)
-        train = snn.encode(x, max(STEPS))
-        for t in range(max(STEPS)):
-            mem = snn(train[t])
-            if t + 1 in STEPS:
-                out = snn.decode(mem, t + 1)
-                cos[str(t + 1)] = float(torch.nn.functional.cosine_similarity(
-                    out.flatten().double(), ref.flatten().double(), dim=0))
+    estimate = sw.simulate(snn, x, max(STEPS), fold=True).estimate  # [T, 1, C], every step run
+    cos = {str(t): float(torch.nn.functional.cosine_similarity(
+        estimate[t - 1].flatten().double(), ref.flatten().double(), dim=0)) for t in STEPS}
     return {"ok": True, "cos": cos, "seconds": round(time.time() - start, 1)}
 
 
 def _radix(model, calib, x) -> dict:
     import torch
 
+    import snntorch_weighted as sw
     from snntorch_weighted import quant
     from snntorch_weighted.conversion.radix import convert_radix
-    from snntorch_weighted.neurons.reset import reset
 
     start = time.time()
     prepared = quant.prepare(copy.deepcopy(model), num_bits=4, calibration_data=calib)
     snn = convert_radix(prepared)
     exact_twin = copy.deepcopy(prepared).double().eval()
     want = quant.integer_activations(exact_twin, x.double())["output_quant"]
-    with torch.no_grad():
-        reset(snn)
-        train = snn.encode(x.double(), snn.latency)
-        for t in range(snn.latency):
-            mem = snn(train[t])
+    mem = sw.simulate(snn, x.double(), snn.latency, fold=True).mem[-1]  # every step run
     exact = torch.equal(mem.round().long(), want) and torch.equal(mem, mem.round())
     return {"ok": True, "bit_exact": bool(exact), "latency": snn.latency,
             "seconds": round(time.time() - start, 1)}
