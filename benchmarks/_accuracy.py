@@ -25,7 +25,7 @@ from _common import Timer, load_or_train, log
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from snntorch_weighted import models, quant
+from snntorch_weighted import models, quant, reference_radix
 from snntorch_weighted.conversion.convert import convert
 from snntorch_weighted.data import as_tensors, subset
 from snntorch_weighted.simulation.evaluate import EvaluationResult, evaluate
@@ -321,6 +321,10 @@ def radix_benchmark(name: str, model: nn.Module, args: argparse.Namespace,
                     data: dict[str, Any], ann_key: str, prefix: str) -> list[dict[str, Any]]:
     """Prepare + fine-tune (cached) + convert for each T in ``args.bits``.
 
+    The fine-tuned model is the committed one (``models.pretrained(name, radix_bits=T)``,
+    :func:`committed_radix`) when it was made from this ANN by this recipe, unless ``--fresh``;
+    the row's ``source`` says where it came from.
+
     ``data``: ``calib`` (calibration images), ``ft_set`` (fine-tuning set), ``val`` (held-out
     training images, evaluated before and after), ``test`` (a Dataset; the accuracies are
     measured on ``args.radix_images`` of it, all by default). The fine-tuning distils the float
@@ -346,12 +350,19 @@ def radix_benchmark(name: str, model: nn.Module, args: argparse.Namespace,
                                   teacher=copy.deepcopy(model))  # fmt: skip
             return {"history": hist, "seconds": time.perf_counter() - start}
 
-        prepared, info, cached = load_or_train(prepared, f"{prefix}-{name}-radix{bits}", config,
-                                               finetune, args.cache_dir, args.fresh)
+        info = committed_radix(name, bits, args, ann_key)
+        cached = False
+        if info is not None:
+            prepared = info.pop("model")
+        else:
+            prepared, info, cached = load_or_train(prepared, f"{prefix}-{name}-radix{bits}",
+                                                   config, finetune, args.cache_dir, args.fresh)
+            info["source"] = "cached" if cached else "fine-tuned in this run"
         with Timer() as timer:
             qat_acc = ann_accuracy(prepared, test)
         row = {"net": name, "bits": bits, "images": len(test), "ptq_accuracy": ptq_acc,
                "accuracy": qat_acc, "finetune_seconds": info.get("seconds"), "cached": cached,
+               "source": info["source"], "committed": info["source"].startswith("committed"),
                "float_accuracy": float_acc, "quant_eval_seconds": timer.seconds,
                "val_history": [h["val_acc"] for h in info["history"]]}  # fmt: skip
         row.update(radix_exactness(prepared, test, args, macs))
@@ -362,6 +373,23 @@ def radix_benchmark(name: str, model: nn.Module, args: argparse.Namespace,
             f"{row['shortcut']['agreement']:.4f})")
         rows.append(row)
     return rows
+
+
+def committed_radix(name: str, bits: int, args: argparse.Namespace, ann_key: str
+                    ) -> dict[str, Any] | None:
+    """``info`` (``model``, ``history``, ``seconds``, ``source``) of the committed radix model
+    made from this ANN by this recipe; None with ``--retrain`` / ``--fresh`` or if there is none."""
+    if args.retrain or args.fresh or not ann_key.startswith(f"pretrained {name} sha256 "):
+        return None
+    recipe = reference_radix.RadixRecipe(
+        name, bits, calib_size=args.calib_size, finetune_size=args.finetune_size,
+        finetune_val=args.finetune_val, epochs=args.finetune_epochs, lr=args.finetune_lr,
+        seed=args.seed)  # fmt: skip
+    found = reference_radix.load_committed(recipe, ann_key.rpartition(" ")[2])
+    return found and {"model": found[0], "history": found[1]["history"],
+                      "seconds": found[1].get("finetune_seconds"),
+                      "source": f"committed `models.pretrained({name!r}, radix_bits={bits})`, "
+                                f"sha256 {found[1]['sha256']}"}  # fmt: skip
 
 
 def finetune_split(train: Dataset, args: argparse.Namespace) -> tuple[tuple, tuple]:

@@ -163,6 +163,14 @@ def net_section(name: str, names: tuple[str, str], setting: NetSetting, res: dic
     return "\n\n".join(parts)
 
 
+def _finetune_cell(row: dict[str, Any]) -> str:
+    """Fine-tuning seconds of a radix row, or where its model came from."""
+    if row.get("committed"):
+        return "committed"
+    secs = row["finetune_seconds"]
+    return "cached" if secs is None else f"{secs:.0f}"
+
+
 def radix_section(rows: list[dict[str, Any]], names: tuple[str, str], output: Path, tag: str,
                   recipe: str) -> str:
     """Markdown for the radix part (all networks); ``names`` as :func:`net_section`'s."""
@@ -184,7 +192,6 @@ def radix_section(rows: list[dict[str, Any]], names: tuple[str, str], output: Pa
     for r in rows:
         step, short = r["step"], r["shortcut"]
         hist = r["val_history"]
-        secs = r["finetune_seconds"]
         table.append([r["net"], r["bits"], r["images"], pct(r["float_accuracy"]),
                       pct(r["ptq_accuracy"]), pct(r["accuracy"]),
                       f"{100 * hist[0]:.2f} / {100 * hist[-1]:.2f}",
@@ -193,7 +200,7 @@ def radix_section(rows: list[dict[str, Any]], names: tuple[str, str], output: Pa
                       short["images"], pct(short["accuracy"]), pct(short["agreement"]),
                       r["latency"], r["spikes_per_period"], r["synops_per_period"],
                       r["eq24_ops"], r["ann_macs"],
-                      f"{'cached' if secs is None else f'{secs:.0f}'} / "
+                      f"{_finetune_cell(r)} / "
                       f"{step['seconds']:.0f} / {short['seconds']:.0f}"])
     return "\n\n".join([
         "### Radix encoding (Wang et al.)",

@@ -121,7 +121,11 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"{args.finetune_epochs} epoch(s) on {args.finetune_size} training images "
               f"(AdamW, lr {args.finetune_lr:g}, distilling the float ANN; *held-out* = "
               f"accuracy on {args.finetune_val} other training images before / after), then "
-              "`convert(coding=\"radix\")`.")
+              "`convert(coding=\"radix\")`. Where the fine-tuned model of this recipe is "
+              "committed (`models.pretrained(NET, radix_bits=T)`, written by `python -m "
+              "snntorch_weighted.reference NET --radix T`, same draws of the training set), it "
+              "is loaded instead of fine-tuned (*fine-tune* column: committed; `--fresh` "
+              "fine-tunes again).")
     body = [
         "## Fashion-MNIST: Kim et al. Net1 / Net2 (weighted vs rate) and radix T = "
         + ", ".join(map(str, args.bits)),

@@ -17,12 +17,19 @@ network (with batch norm) and loads ``weights/net4.pt`` after checking its sha25
 manifest ``weights/net4.json`` (recipe, command, seed, dataset checksums, full-test-set accuracy,
 date). They are trained by ``python -m snntorch_weighted.reference NAME`` on inputs
 ``uint8 pixel / 256``, e.g. ``data.load_fashion_mnist(split="test").rescaled(256)``.
+
+Fine-tuned T-bit radix models of them (Wang et al.) ship as ``weights/NET-radixT.pt`` (the
+state of the radix twin of :func:`snntorch_weighted.quant.prepare`) with manifests
+``NET-radixT.json``: ``pretrained("net2", radix_bits=4)`` returns the prepared quantised model,
+``available_pretrained()`` lists them as ``"net2-radix4"``. They are fine-tuned by
+``python -m snntorch_weighted.reference NET --radix T`` (:mod:`snntorch_weighted.reference_radix`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -31,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "INPUT_SHAPES",
     "BasicBlock",
     "PretrainedWeightsError",
     "ResNetCIFAR",
@@ -41,6 +49,7 @@ __all__ = [
     "net2",
     "net4",
     "pretrained",
+    "radix_name",
     "read_manifest",
     "resnet20",
 ]
@@ -241,6 +250,14 @@ PRETRAINED_BUILDERS: dict[str, tuple[Callable[..., nn.Module], dict]] = {
     "resnet20": (resnet20, {}),
 }
 
+#: input shape (without the batch dimension) of each pretrained network.
+INPUT_SHAPES: dict[str, tuple[int, ...]] = {
+    "net1": (1, 28, 28),
+    "net2": (1, 28, 28),
+    "net4": (3, 32, 32),
+    "resnet20": (3, 32, 32),
+}
+
 
 class PretrainedWeightsError(RuntimeError):
     """Committed weights are missing, or do not match their manifest."""
@@ -255,50 +272,57 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def radix_name(net: str, num_bits: int) -> str:
+    """Name of the fine-tuned T-bit radix model of ``net``: ``"NET-radixT"``."""
+    return f"{net}-radix{num_bits}"
+
+
+def _split_name(name: str) -> tuple[str, int | None]:
+    """``"net2-radix4"`` -> ``("net2", 4)``; ``"net2"`` -> ``("net2", None)``; checks the base."""
+    base, sep, bits = name.partition("-radix")
+    if sep and not (bits.isdigit() and 1 <= int(bits) <= 16):
+        raise ValueError(f"bad radix model name {name!r}; expected NET-radixT with T in 1..16")
+    _check_name(base)
+    return base, int(bits) if sep else None
+
+
 def available_pretrained(weights_dir: str | Path | None = None) -> list[str]:
-    """Names whose weights and manifest are present (``weights_dir`` defaults to the package's)."""
+    """Names whose weights and manifest are present (``weights_dir`` defaults to the package's):
+    the float ANNs (``"net2"``) and the fine-tuned radix models (``"net2-radix4"``)."""
     folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    radix = {p.stem for p in folder.glob("*-radix*.json")
+             if p.stem.partition("-radix")[0] in PRETRAINED_BUILDERS
+             and p.stem.partition("-radix")[2].isdigit()}  # fmt: skip
     return sorted(
         name
-        for name in PRETRAINED_BUILDERS
+        for name in set(PRETRAINED_BUILDERS) | radix
         if (folder / f"{name}.pt").is_file() and (folder / f"{name}.json").is_file()
     )
 
 
+def _command(name: str) -> str:
+    base, bits = _split_name(name)
+    radix = "" if bits is None else f" --radix {bits}"
+    return f"python -m snntorch_weighted.reference {base}{radix} --threads 1"
+
+
 def read_manifest(name: str, weights_dir: str | Path | None = None) -> dict:
-    """The manifest ``NAME.json`` of committed weights (recipe, command, accuracy, sha256, ...)."""
-    _check_name(name)
+    """The manifest ``NAME.json`` of committed weights (recipe, command, accuracy, sha256, ...);
+    ``name`` is a float ANN (``"net2"``) or a radix model (``"net2-radix4"``)."""
+    _split_name(name)
     folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     path = folder / f"{name}.json"
     if not path.is_file():
         raise PretrainedWeightsError(
-            f"no manifest {path} for {name!r}: train it with "
-            f"`python -m snntorch_weighted.reference {name} --threads 1`"
+            f"no manifest {path} for {name!r}: train it with `{_command(name)}`"
         )
     return json.loads(path.read_text())
 
 
-def pretrained(
-    name: str, *, check: bool = True, weights_dir: str | Path | None = None
-) -> nn.Module:
-    """A paper network with its committed reference weights, in eval mode.
-
-    Builds ``name`` (``"net1"``, ``"net2"``, ``"net4"``, ``"resnet20"``; see
-    :data:`PRETRAINED_BUILDERS`) and loads ``weights/NAME.pt`` from the package. With ``check``
-    the file's sha256 must equal the one in ``weights/NAME.json``. The manifest records the
-    training recipe and command, the test accuracy and the input range: the networks expect
-    ``uint8 pixel / 256`` (``ImageDataset(..., divisor=256)``, Kim et al.'s ``[0, 1 - 2**-8]``).
-
-    Raises :class:`PretrainedWeightsError` when the weights are missing or do not match, naming
-    the command that trains them (``python -m snntorch_weighted.reference NAME``).
-    """
-    _check_name(name)
-    manifest = read_manifest(name, weights_dir)
-    folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+def _checked_file(name: str, manifest: dict, folder: Path, check: bool) -> Path:
+    """The weights file of ``manifest``, present and (with ``check``) of the manifest's sha256."""
     path = folder / manifest.get("weights_file", f"{name}.pt")
-    retrain = (
-        f"retrain with `{manifest.get('command', f'python -m snntorch_weighted.reference {name}')}`"
-    )
+    retrain = f"retrain with `{manifest.get('command', _command(name))}`"
     if not path.is_file():
         raise PretrainedWeightsError(f"weights {path} for {name!r} are missing: {retrain}")
     if check:
@@ -308,9 +332,76 @@ def pretrained(
                 f"{path} has sha256 {actual}, but its manifest says {manifest.get('sha256')}: "
                 f"the file is corrupt or from another run; restore it or {retrain}"
             )
+    return path
+
+
+def pretrained(
+    name: str,
+    *,
+    radix_bits: int | None = None,
+    check: bool = True,
+    weights_dir: str | Path | None = None,
+) -> nn.Module:
+    """A paper network with its committed reference weights, in eval mode.
+
+    Builds ``name`` (``"net1"``, ``"net2"``, ``"net4"``, ``"resnet20"``; see
+    :data:`PRETRAINED_BUILDERS`) and loads ``weights/NAME.pt`` from the package. With ``check``
+    the file's sha256 must equal the one in ``weights/NAME.json``. The manifest records the
+    training recipe and command, the test accuracy and the input range: the networks expect
+    ``uint8 pixel / 256`` (``ImageDataset(..., divisor=256)``, Kim et al.'s ``[0, 1 - 2**-8]``).
+
+    With ``radix_bits=T`` (or ``name="NET-radixT"``) it returns the fine-tuned T-bit radix model
+    of Wang et al. instead: the float ANN prepared by :func:`snntorch_weighted.quant.prepare`
+    with the committed twin state ``weights/NET-radixT.pt`` (weights, biases, clips) loaded, so
+    ``convert(model, None, coding="radix", num_bits=T)`` gives its radix SNN. Its manifest
+    names the float ANN's sha256, which must match the committed ``NET.pt``.
+
+    Raises :class:`PretrainedWeightsError` when the weights are missing or do not match, naming
+    the command that trains them (``python -m snntorch_weighted.reference NAME``, with
+    ``--radix T`` for the radix models).
+    """
+    base, bits = _split_name(name)
+    if radix_bits is not None:
+        if bits is not None and bits != radix_bits:
+            raise ValueError(f"{name!r} and radix_bits={radix_bits} disagree")
+        _split_name(radix_name(base, radix_bits))
+        bits = radix_bits
+    if bits is not None:
+        return _pretrained_radix(base, bits, check, weights_dir)
+    manifest = read_manifest(name, weights_dir)
+    folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    path = _checked_file(name, manifest, folder, check)
     builder, kwargs = PRETRAINED_BUILDERS[name]
     model = builder(**kwargs)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def _pretrained_radix(base: str, bits: int, check: bool, weights_dir) -> nn.Module:
+    """The float ANN ``base``, prepared for T = ``bits``, with the committed twin state."""
+    from .quant import prepare
+
+    name = radix_name(base, bits)
+    manifest = read_manifest(name, weights_dir)
+    folder = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    path = _checked_file(name, manifest, folder, check)
+    model = pretrained(base, check=check, weights_dir=weights_dir)
+    base_sha = read_manifest(base, weights_dir).get("sha256")
+    if check and manifest.get("base", {}).get("sha256") != base_sha:
+        raise PretrainedWeightsError(
+            f"{name!r} was fine-tuned from {base}.pt with sha256 "
+            f"{manifest.get('base', {}).get('sha256')}, but the committed {base}.pt has "
+            f"{base_sha}: fine-tune it again with `{manifest.get('command', _command(name))}`"
+        )
+    recipe = manifest.get("recipe", {})
+    shape = manifest.get("input_shape", INPUT_SHAPES[base])
+    # The clips of this calibration are overwritten by the state below; a ReLU that never fires
+    # on the dummy batch gets clip 1 (the structure of the twin does not depend on the data).
+    dummy = torch.linspace(0.0, 1.0, 2 * math.prod(shape)).reshape(2, *shape)
+    prepare(model, num_bits=bits, weight_bits=manifest.get("weight_bits", 8),
+            calibration_data=dummy, learn_clip=recipe.get("learn_clip", False))  # fmt: skip
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.radix_twin.load_state_dict(state)  # strict: every weight, bias and clip
     return model.eval()
 
 

@@ -17,6 +17,10 @@ was never interrupted. After the last epoch the float32 ``state_dict`` is writte
 ``snntorch_weighted/weights/NET.pt`` with a manifest ``NET.json`` (recipe, command, seed,
 dataset checksums, full-test-set accuracy, sha256 of the weights, date, torch version), which
 :func:`snntorch_weighted.models.pretrained` loads.
+
+``python -m snntorch_weighted.reference NET --radix T [T ...] [--threads 1]`` instead fine-tunes
+the T-bit radix models of the committed ``NET.pt`` (:mod:`snntorch_weighted.reference_radix`),
+writing ``NET-radixT.pt`` / ``NET-radixT.json``; ``pretrained(NET, radix_bits=T)`` loads them.
 """
 
 from __future__ import annotations
@@ -305,6 +309,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-root", help="dataset folder (default: data.default_data_root())")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--stop-after", type=int, help="stop after this many epochs in this call")
+    parser.add_argument(
+        "--radix", type=int, nargs="+", metavar="T",
+        help="instead of training the float ANN: fine-tune its T-bit radix models from the "
+             "committed NET.pt (snntorch_weighted.reference_radix), writing NET-radixT.pt/.json",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -324,6 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     recipe = RECIPES[args.net]
     overrides = {k: getattr(args, k) for k in ("epochs", "seed") if getattr(args, k) is not None}
     recipe = dataclasses.replace(recipe, **overrides)
+    if args.radix:
+        from .reference_radix import run_radix
+
+        if any(not 1 <= t <= 16 for t in args.radix):
+            raise SystemExit(f"--radix takes T in 1..16, got {args.radix}")
+        log = lambda msg: print(msg, flush=True)  # noqa: E731
+        run_radix(args.net, args.radix, recipe.seed, args.weights_dir, args.data_root, log)
+        return 0
     if recipe.epochs < 1:
         raise SystemExit(f"--epochs must be >= 1, got {recipe.epochs}")
     if _already_done(recipe, Path(args.weights_dir)):

@@ -187,3 +187,29 @@ def test_benchmark_options() -> None:
         accuracy.apply_defaults(args, full, quick)
     parsed = common.parse_args("x", None, ["--retrain", "--fresh"])
     assert parsed.retrain and parsed.fresh
+
+
+def test_committed_radix_only_for_its_ann_and_recipe() -> None:
+    import argparse
+
+    from snntorch_weighted import models, quant
+
+    if "net2-radix4" not in models.available_pretrained():
+        pytest.skip("no committed net2-radix4 (reference net2 --radix 4)")
+    sha = models.read_manifest("net2")["sha256"]
+    key = f"pretrained net2 sha256 {sha}"
+    args = argparse.Namespace(retrain=False, fresh=False, calib_size=1000, finetune_size=10000,
+                              finetune_val=5000, finetune_epochs=2, finetune_lr=1e-4, seed=0)
+    info = accuracy.committed_radix("net2", 4, args, key)
+    assert info is not None and info["source"].startswith("committed")
+    assert quant.is_prepared(info["model"]) and len(info["history"]) == 3
+    committed = models.read_manifest("net2-radix4")
+    assert info["source"].endswith(committed["sha256"])
+    assert info["seconds"] == committed["finetune_seconds"]
+    assert accuracy.committed_radix("net2", 3, args, key) is None  # no such T committed
+    assert accuracy.committed_radix("net2", 4, args, key.replace(sha[:8], "0" * 8)) is None
+    assert accuracy.committed_radix("net2", 4, args, '{"net": "net2"}') is None  # --retrain ANN
+    for change in ({"fresh": True}, {"retrain": True}, {"finetune_size": 500}, {"seed": 1},
+                   {"calib_size": 200}, {"finetune_lr": 1e-3}, {"finetune_epochs": 1}):
+        other = argparse.Namespace(**{**vars(args), **change})
+        assert accuracy.committed_radix("net2", 4, other, key) is None, change
