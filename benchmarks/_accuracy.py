@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from snntorch_weighted import models, quant, reference_radix
 from snntorch_weighted.conversion.convert import convert
-from snntorch_weighted.data import as_tensors, subset
+from snntorch_weighted.data import subset
 from snntorch_weighted.simulation.evaluate import EvaluationResult, evaluate
 from snntorch_weighted.simulation.metrics import ann_macs, steps_to_accuracy
 from snntorch_weighted.train import evaluate as ann_accuracy
@@ -45,6 +45,7 @@ __all__ = [
     "reach",
     "reference_ann",
     "rescaled",
+    "run_recipe",
 ]
 
 TOLERANCES = (0.01, 0.001, 0.0)  # Kim Table 2: < 1 %p, < 0.1 %p, 0 %p below the ANN
@@ -325,32 +326,37 @@ def radix_benchmark(name: str, model: nn.Module, args: argparse.Namespace,
     :func:`committed_radix`) when it was made from this ANN by this recipe, unless ``--fresh``;
     the row's ``source`` says where it came from.
 
-    ``data``: ``calib`` (calibration images), ``ft_set`` (fine-tuning set), ``val`` (held-out
-    training images, evaluated before and after), ``test`` (a Dataset; the accuracies are
-    measured on ``args.radix_images`` of it, all by default). The fine-tuning distils the float
-    ANN (``quant.finetune(teacher=...)``).
+    ``data``: ``calib`` (calibration images), ``calib_seed`` (the seed they were drawn with),
+    ``ft_set`` (fine-tuning set, :func:`finetune_split`), ``val`` (held-out training images,
+    evaluated before and after), ``test`` (a Dataset; the accuracies are measured on
+    ``args.radix_images`` of it, all by default). The fine-tuning distils the float ANN
+    (``quant.finetune(teacher=...)``).
     """
     test = images(data["test"], args.radix_images, args.seed)
     float_acc = ann_accuracy(model, test)
     macs = ann_macs(model, test[0][0].unsqueeze(0))
     rows = []
     for bits in args.bits:
-        prepared = quant.prepare(copy.deepcopy(model), num_bits=bits,
-                                 calibration_data=data["calib"])  # fmt: skip
+        recipe = run_recipe(name, bits, args, data["calib_seed"])
+        prepared = quant.prepare(
+            copy.deepcopy(model), num_bits=bits, weight_bits=recipe.weight_bits,
+            calibration_data=data["calib"], learn_clip=recipe.learn_clip,
+            percentile=recipe.percentile)  # fmt: skip
         ptq_acc = ann_accuracy(prepared, test)
         config = {"ann": ann_key, "bits": bits, "samples": args.finetune_size,
                   "epochs": args.finetune_epochs, "lr": args.finetune_lr, "seed": args.seed,
                   "teacher": "float ANN"}  # fmt: skip
 
-        def finetune(m: nn.Module) -> dict[str, Any]:
+        def finetune(m: nn.Module, r: reference_radix.RadixRecipe = recipe) -> dict[str, Any]:
             start = time.perf_counter()
-            hist = quant.finetune(m, data["ft_set"], epochs=args.finetune_epochs,
-                                  lr=args.finetune_lr, device=args.device, progress=False,
-                                  seed=args.seed, val_data=data["val"],
-                                  teacher=copy.deepcopy(model))  # fmt: skip
+            hist = quant.finetune(
+                m, data["ft_set"], epochs=r.epochs, lr=r.lr, val_data=data["val"],
+                device=args.device, progress=False, optimizer=r.optimizer,
+                batch_size=r.batch_size, seed=r.seed, teacher=copy.deepcopy(model),
+                temperature=r.temperature)  # fmt: skip
             return {"history": hist, "seconds": time.perf_counter() - start}
 
-        info = committed_radix(name, bits, args, ann_key)
+        info = committed_radix(recipe, args, ann_key)
         cached = False
         if info is not None:
             prepared = info.pop("model")
@@ -375,16 +381,26 @@ def radix_benchmark(name: str, model: nn.Module, args: argparse.Namespace,
     return rows
 
 
-def committed_radix(name: str, bits: int, args: argparse.Namespace, ann_key: str
-                    ) -> dict[str, Any] | None:
-    """``info`` (``model``, ``history``, ``seconds``, ``source``) of the committed radix model
-    made from this ANN by this recipe; None with ``--retrain`` / ``--fresh`` or if there is none."""
-    if args.retrain or args.fresh or not ann_key.startswith(f"pretrained {name} sha256 "):
-        return None
-    recipe = reference_radix.RadixRecipe(
+def run_recipe(name: str, bits: int, args: argparse.Namespace, calib_seed: int
+               ) -> reference_radix.RadixRecipe:
+    """The radix recipe of this run (``reference_radix.RadixRecipe``): its sizes, seeds and
+    the seed ``calib_seed`` its calibration images were drawn with; the fine-tuning draw is
+    :func:`finetune_split`'s, the other fields (bits of the weights, clip percentile,
+    optimizer, batch, temperature) the recipe's defaults, which :func:`radix_benchmark` uses."""
+    return reference_radix.RadixRecipe(
         name, bits, calib_size=args.calib_size, finetune_size=args.finetune_size,
         finetune_val=args.finetune_val, epochs=args.finetune_epochs, lr=args.finetune_lr,
-        seed=args.seed)  # fmt: skip
+        seed=args.seed, calib_seed_offset=calib_seed - args.seed)  # fmt: skip
+
+
+def committed_radix(recipe: reference_radix.RadixRecipe, args: argparse.Namespace,
+                    ann_key: str) -> dict[str, Any] | None:
+    """``info`` (``model``, ``history``, ``seconds``, ``source``) of the committed radix model
+    made from this ANN by ``recipe`` (every field equal, :func:`run_recipe`); None with
+    ``--retrain`` / ``--fresh`` or if there is none."""
+    name, bits = recipe.net, recipe.num_bits
+    if args.retrain or args.fresh or not ann_key.startswith(f"pretrained {name} sha256 "):
+        return None
     found = reference_radix.load_committed(recipe, ann_key.rpartition(" ")[2])
     return found and {"model": found[0], "history": found[1]["history"],
                       "seconds": found[1].get("finetune_seconds"),
@@ -393,10 +409,9 @@ def committed_radix(name: str, bits: int, args: argparse.Namespace, ann_key: str
 
 
 def finetune_split(train: Dataset, args: argparse.Namespace) -> tuple[tuple, tuple]:
-    """Fine-tuning images and the held-out ones, a fixed random draw of the training set."""
-    x, y = as_tensors(train, args.finetune_size + args.finetune_val, seed=args.seed + 1)
-    n = args.finetune_size
-    return (x[:n], y[:n]), (x[n:], y[n:])
+    """Fine-tuning images and the held-out ones, a fixed random draw of the training set (the
+    radix recipe's, ``reference_radix.finetune_draw``)."""
+    return reference_radix.finetune_draw(train, args.finetune_size, args.finetune_val, args.seed)
 
 
 def parse_skips(values: Sequence[str]) -> dict[str, int]:
@@ -459,7 +474,9 @@ def add_options(parser: argparse.ArgumentParser, nets: Sequence[str], full: dict
     size("--finetune-size", "training images of the radix STE fine-tuning")
     size("--finetune-epochs", "epochs of the radix STE fine-tuning")
     size("--finetune-val", "other training images, evaluated before / after the fine-tuning")
-    parser.add_argument("--finetune-lr", type=float, default=1e-4)
+    parser.add_argument("--finetune-lr", type=float, default=full["finetune_lr"],
+                        help=f"learning rate of the radix STE fine-tuning (default "
+                             f"{full['finetune_lr']:g})")
     size("--calib-size", "training images for normalisation / clip calibration")
     parser.add_argument("--progress", action="store_true", default=None,
                         help="progress bars (default: on a terminal only)")

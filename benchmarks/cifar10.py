@@ -59,7 +59,7 @@ from _report import (  # noqa: E402
 )
 from plots import RESULTS_DIR  # noqa: E402
 
-from snntorch_weighted import models  # noqa: E402
+from snntorch_weighted import models, reference_radix  # noqa: E402
 from snntorch_weighted.data import as_tensors, load_cifar10, subset  # noqa: E402
 from snntorch_weighted.simulation.metrics import ann_macs  # noqa: E402
 from snntorch_weighted.train import evaluate as ann_accuracy  # noqa: E402
@@ -77,8 +77,8 @@ NETS = {  # Kim et al. Fig. 11 (skipped periods, K) and Table 2 (latency, spikes
 TRAIN_LR = 0.1
 FULL = {"weighted_steps": None, "weighted_images": 10000, "rate_images": 2000,
         "rate_steps": 2048, "radix_images": 10000, "radix_step_images": 1000,
-        "bits": [2, 4, 6, 8], "epochs": 4, "train_size": 12000, "finetune_size": 5000,
-        "finetune_epochs": 2, "finetune_val": 2000, "calib_size": 1000}  # fmt: skip
+        "bits": [2, 4, 6, 8], "epochs": 4, "train_size": 12000,
+        **reference_radix.benchmark_full("cifar10")}  # fmt: skip
 QUICK = {"weighted_steps": 64, "weighted_images": 100, "rate_images": 50, "rate_steps": 96,
          "radix_images": 200, "radix_step_images": 10, "bits": [4], "epochs": 1,
          "train_size": 2000, "finetune_size": 256, "finetune_epochs": 1, "finetune_val": 200,
@@ -111,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     train_full = rescaled(load_cifar10(args.data_root, "train"), divisor)
     test_set = rescaled(load_cifar10(args.data_root, "test"), divisor)
     ft_set, val_set = finetune_split(train_full, args)
-    calib, _ = as_tensors(train_full, args.calib_size, seed=args.seed + 2)
+    calib_seed = args.seed + reference_radix.calib_seed_offset("cifar10")
+    calib, _ = as_tensors(train_full, args.calib_size, seed=calib_seed)
     anns: dict[str, dict[str, Any]] = {}
     nets: dict[str, dict[str, Any]] = {}
     radix: list[dict[str, Any]] = []
@@ -125,7 +126,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         log(f"[{name}] ANN ({info['source']}): {anns[name]['test_acc']:.4f} on "
             f"{len(test_set)} test images")
         nets[name] = coding_runs(name, NETS[name], model, args, calib, test_set)
-        data = {"calib": calib, "ft_set": ft_set, "val": val_set, "test": test_set}
+        data = {"calib": calib, "calib_seed": calib_seed, "ft_set": ft_set, "val": val_set,
+                "test": test_set}
         radix += radix_benchmark(name, model, args, data, info["ann_key"], "cifar10")
     minutes = (time.perf_counter() - started) / 60
     recipe = (f"For each T: `quant.prepare` (8-bit weights, clips at the 99.99th percentile of "
@@ -133,7 +135,11 @@ def main(argv: Sequence[str] | None = None) -> None:
               f"{args.finetune_epochs} epoch(s) on {args.finetune_size} training images "
               f"(AdamW, lr {args.finetune_lr:g}, no augmentation, distilling the float ANN; "
               f"*held-out* = accuracy on {args.finetune_val} other training images before / "
-              "after), then `convert(coding=\"radix\")`.")
+              "after), then `convert(coding=\"radix\")`. Where the fine-tuned model of this "
+              "recipe is committed (`models.pretrained(NET, radix_bits=T)`, written by `python "
+              "-m snntorch_weighted.reference NET --radix T`, same draws of the training set), "
+              "it is loaded instead of fine-tuned (*fine-tune* column: committed; `--fresh` "
+              "fine-tunes again).")
     trained = (f" ANNs of `--retrain`: SGD (Nesterov, lr {TRAIN_LR}, cosine, batch 128, weight "
                f"decay 5e-4) with random crop + flip on {args.train_size} training images for "
                f"{args.epochs} epoch(s)." if args.retrain else "")

@@ -58,7 +58,7 @@ from _report import (  # noqa: E402
 )
 from plots import RESULTS_DIR  # noqa: E402
 
-from snntorch_weighted import models  # noqa: E402
+from snntorch_weighted import models, reference_radix  # noqa: E402
 from snntorch_weighted.data import as_tensors, load_fashion_mnist  # noqa: E402
 from snntorch_weighted.simulation.metrics import ann_macs  # noqa: E402
 from snntorch_weighted.train import evaluate as ann_accuracy  # noqa: E402
@@ -74,8 +74,8 @@ NETS = {  # Kim et al. Fig. 11 (skipped periods, K) and Table 2 (MNIST; latency,
 }
 FULL = {"weighted_steps": None, "weighted_images": 10000, "rate_images": 10000,
         "rate_steps": 2048, "radix_images": 10000, "radix_step_images": 1000,
-        "bits": [2, 4, 6, 8], "epochs": 2, "finetune_size": 10000, "finetune_epochs": 2,
-        "finetune_val": 5000, "calib_size": 1000}  # fmt: skip
+        "bits": [2, 4, 6, 8], "epochs": 2,
+        **reference_radix.benchmark_full("fashion_mnist")}  # fmt: skip
 QUICK = {"weighted_steps": 48, "weighted_images": 200, "rate_images": 100, "rate_steps": 128,
          "radix_images": 1000, "radix_step_images": 20, "bits": [4], "epochs": 1,
          "finetune_size": 500, "finetune_epochs": 1, "finetune_val": 200,
@@ -99,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     divisor = input_divisor(args.nets, args)
     train_set = rescaled(load_fashion_mnist(args.data_root, "train"), divisor)
     test_set = rescaled(load_fashion_mnist(args.data_root, "test"), divisor)
-    calib, _ = as_tensors(train_set, args.calib_size, seed=args.seed)
+    calib_seed = args.seed + reference_radix.calib_seed_offset("fashion_mnist")
+    calib, _ = as_tensors(train_set, args.calib_size, seed=calib_seed)
     ft_set, val_set = finetune_split(train_set, args)
     anns: dict[str, dict[str, Any]] = {}
     nets: dict[str, dict[str, Any]] = {}
@@ -113,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         log(f"[{name}] ANN ({info['source']}): {anns[name]['test_acc']:.4f} on "
             f"{len(test_set)} test images")
         nets[name] = coding_runs(name, NETS[name], model, args, calib, test_set)
-        data = {"calib": calib, "ft_set": ft_set, "val": val_set, "test": test_set}
+        data = {"calib": calib, "calib_seed": calib_seed, "ft_set": ft_set, "val": val_set,
+                "test": test_set}
         radix += radix_benchmark(name, model, args, data, info["ann_key"], "fmnist")
     minutes = (time.perf_counter() - started) / 60
     recipe = (f"For each T: `quant.prepare` (8-bit weights, clips at the 99.99th percentile of "

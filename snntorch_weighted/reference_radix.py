@@ -1,13 +1,16 @@
 """Fine-tuned T-bit radix models (Wang et al.) of the committed reference ANNs.
 
 ``python -m snntorch_weighted.reference NET --radix T [T ...] [--threads 1]`` turns the committed
-float ANN ``weights/NET.pt`` into its T-bit radix twin and fine-tunes it with a fixed recipe
-(:class:`RadixRecipe`, the recipe of ``benchmarks/fashion_mnist.py``'s radix rows):
+float ANN ``weights/NET.pt`` into its T-bit radix twin and fine-tunes it with a fixed recipe per
+dataset (:class:`RadixRecipe`, :func:`default_recipe`: the radix rows of the full run of
+``benchmarks/fashion_mnist.py`` resp. ``benchmarks/cifar10.py``, whose defaults are read from
+:data:`DATASET_RECIPES`):
 
 - data: the reference recipe's training set read as ``uint8 / 256``; calibration images
-  ``data.as_tensors(train, calib_size, seed)``, fine-tuning + held-out images
+  ``data.as_tensors(train, calib_size, seed + calib_seed_offset)`` (offset 0 for Fashion-MNIST,
+  2 for CIFAR-10), fine-tuning + held-out images
   ``data.as_tensors(train, finetune_size + finetune_val, seed + 1)`` split in that order (the
-  draws of ``benchmarks/_accuracy.py``);
+  draws of the benchmark scripts, :func:`finetune_draw`);
 - :func:`snntorch_weighted.quant.prepare` (T activation bits, 8-bit symmetric weights, clips at
   the 99.99th percentile of the calibration activations);
 - :func:`snntorch_weighted.quant.finetune`: STE fine-tuning, AdamW with a cosine learning rate,
@@ -34,6 +37,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from . import data as swdata
 from . import quant
@@ -50,9 +54,15 @@ from .reference import RECIPES, _save_atomic, dataset_sha256, load_data
 from .train import evaluate
 
 __all__ = [
+    "DATASET_RECIPES",
     "RadixRecipe",
+    "benchmark_full",
+    "calib_seed_offset",
+    "default_recipe",
+    "finetune_draw",
     "finetune_radix",
     "load_committed",
+    "manifest_recipe",
     "radix_command",
     "radix_data",
     "run_radix",
@@ -65,7 +75,11 @@ FIRST_IMAGES = 500
 
 @dataclass(frozen=True)
 class RadixRecipe:
-    """Everything that determines a radix fine-tuning run (besides the base ANN and the data)."""
+    """Everything that determines a radix fine-tuning run (besides the base ANN and the data).
+
+    The defaults are ``benchmarks/fashion_mnist.py``'s; :data:`DATASET_RECIPES` lists what
+    differs per dataset (:func:`default_recipe`).
+    """
 
     net: str
     num_bits: int  # T
@@ -82,6 +96,56 @@ class RadixRecipe:
     teacher: str = "float ANN"  # distillation (quant.finetune(teacher=...))
     temperature: float = 1.0
     seed: int = 0
+    calib_seed_offset: int = 0  # calibration images drawn with seed + this
+
+
+#: Per dataset, the :class:`RadixRecipe` fields that differ from its defaults (which are
+#: ``benchmarks/fashion_mnist.py``'s): the radix settings of each benchmark script's full run,
+#: which reads them from here (:func:`benchmark_full`, :func:`calib_seed_offset`).
+DATASET_RECIPES: dict[str, dict[str, int | float]] = {
+    "fashion_mnist": {},
+    "cifar10": {"finetune_size": 5000, "finetune_val": 2000, "calib_seed_offset": 2},
+}
+
+
+def _dataset_fields(dataset: str) -> dict[str, int | float]:
+    if dataset not in DATASET_RECIPES:
+        raise ValueError(f"no radix recipe for dataset {dataset!r}; "
+                         f"expected one of {sorted(DATASET_RECIPES)}")  # fmt: skip
+    return DATASET_RECIPES[dataset]
+
+
+def default_recipe(net: str, num_bits: int, seed: int = 0) -> RadixRecipe:
+    """The recipe of ``net``'s T-bit radix model: its dataset's :data:`DATASET_RECIPES`."""
+    if net not in RECIPES:
+        raise ValueError(f"unknown reference network {net!r}; expected one of {sorted(RECIPES)}")
+    return RadixRecipe(net, num_bits, seed=seed, **_dataset_fields(RECIPES[net].dataset))
+
+
+def benchmark_full(dataset: str) -> dict[str, int | float]:
+    """The radix sizes of ``benchmarks/DATASET.py``'s full run (entries of its ``FULL`` dict)."""
+    recipe = RadixRecipe("", 1, **_dataset_fields(dataset))
+    return {"calib_size": recipe.calib_size, "finetune_size": recipe.finetune_size,
+            "finetune_val": recipe.finetune_val, "finetune_epochs": recipe.epochs,
+            "finetune_lr": recipe.lr}  # fmt: skip
+
+
+def calib_seed_offset(dataset: str) -> int:
+    """``benchmarks/DATASET.py`` draws its calibration images with ``--seed`` + this."""
+    return int(_dataset_fields(dataset).get("calib_seed_offset", 0))
+
+
+def manifest_recipe(manifest: dict) -> RadixRecipe | None:
+    """The recipe a radix manifest records; None when it names fields :class:`RadixRecipe`
+    lacks. Fields it lacks take their defaults: fields are only added with the default that
+    reproduces the recipe before they existed (``calib_seed_offset``: 0)."""
+    fields = manifest.get("recipe")
+    if not isinstance(fields, dict):
+        return None
+    try:
+        return RadixRecipe(**fields)
+    except TypeError:
+        return None
 
 
 def radix_command(recipe: RadixRecipe) -> str:
@@ -92,12 +156,23 @@ def radix_command(recipe: RadixRecipe) -> str:
     return cmd + " --threads 1"
 
 
+def finetune_draw(
+    train: Dataset, finetune_size: int, finetune_val: int, seed: int
+) -> tuple[tuple, tuple]:
+    """Fine-tuning ``(x, y)`` and held-out ``(x, y)``: one random draw of ``finetune_size +
+    finetune_val`` images of ``train`` (seed ``seed + 1``), split in that order."""
+    x, y = swdata.as_tensors(train, finetune_size + finetune_val, seed=seed + 1)
+    n = finetune_size
+    return (x[:n], y[:n]), (x[n:], y[n:])
+
+
 def radix_data(recipe: RadixRecipe, train: swdata.ImageDataset) -> dict[str, tuple]:
     """``calib`` (images), ``finetune`` and ``val`` (``(x, y)``): the benchmark's random draws."""
-    calib, _ = swdata.as_tensors(train, recipe.calib_size, seed=recipe.seed)
-    n = recipe.finetune_size
-    x, y = swdata.as_tensors(train, n + recipe.finetune_val, seed=recipe.seed + 1)
-    return {"calib": calib, "finetune": (x[:n], y[:n]), "val": (x[n:], y[n:])}
+    calib, _ = swdata.as_tensors(
+        train, recipe.calib_size, seed=recipe.seed + recipe.calib_seed_offset
+    )
+    ft, val = finetune_draw(train, recipe.finetune_size, recipe.finetune_val, recipe.seed)
+    return {"calib": calib, "finetune": ft, "val": val}
 
 
 def finetune_radix(
@@ -212,7 +287,7 @@ def _already_done(recipe: RadixRecipe, base_sha: str, weights_dir: Path) -> bool
     if not (path.is_file() and manifest_path.is_file()):
         return False
     manifest = json.loads(manifest_path.read_text())
-    return (manifest.get("recipe") == dataclasses.asdict(recipe)
+    return (manifest_recipe(manifest) == recipe
             and manifest.get("base", {}).get("sha256") == base_sha
             and manifest.get("sha256") == file_sha256(path))  # fmt: skip
 
@@ -225,14 +300,15 @@ def run_radix(
     data_root: str | Path | None = None,
     log=print,
 ) -> list[dict]:
-    """Fine-tune and write ``NET-radixT`` for each T of ``bits`` (skipping finished ones)."""
+    """Fine-tune and write ``NET-radixT`` for each T of ``bits`` by :func:`default_recipe`
+    (skipping finished ones)."""
     weights_dir = Path(weights_dir)
     base_manifest = read_manifest(net, weights_dir)
     ann = pretrained(net, weights_dir=weights_dir)
     train, test = load_data(RECIPES[net], data_root)
     manifests = []
     for t in bits:
-        recipe = RadixRecipe(net, t, seed=seed)
+        recipe = default_recipe(net, t, seed)
         if _already_done(recipe, base_manifest["sha256"], weights_dir):
             log(f"{radix_name(net, t)}: {weights_dir} holds this recipe's result; done")
             manifests.append(read_manifest(radix_name(net, t), weights_dir))
@@ -262,7 +338,7 @@ def load_committed(
     if name not in available_pretrained(weights_dir):
         return None
     manifest = read_manifest(name, weights_dir)
-    if manifest.get("recipe") != dataclasses.asdict(recipe):
+    if manifest_recipe(manifest) != recipe:
         return None
     if manifest.get("base", {}).get("sha256") != base_sha256:
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.util
 import sys
@@ -164,11 +165,10 @@ def test_pretrained_missing_names_the_fallback(monkeypatch) -> None:
 
 
 def test_benchmark_options() -> None:
-    import argparse
-
     full = {"weighted_images": 10000, "rate_images": 2000, "rate_steps": 2048,
             "radix_images": 100, "radix_step_images": 1000, "bits": [2, 4], "epochs": 4,
-            "finetune_size": 10, "finetune_epochs": 1, "finetune_val": 5, "calib_size": 10}
+            "finetune_size": 10, "finetune_epochs": 1, "finetune_val": 5, "calib_size": 10,
+            "finetune_lr": 3e-4}
     quick = {**full, "weighted_images": 20, "skip": {"b": 1}}
     parser = argparse.ArgumentParser()
     accuracy.add_options(parser, ["a", "b"], full, quick)
@@ -176,6 +176,7 @@ def test_benchmark_options() -> None:
     args.quick = False
     args = accuracy.apply_defaults(args, full, quick)
     assert args.skip == {"a": 3} and args.rate_images == 7 and args.weighted_images == 10000
+    assert args.finetune_lr == 3e-4
     args = parser.parse_args([])
     args.quick = True
     assert accuracy.apply_defaults(args, full, quick).skip == {"b": 1}
@@ -189,27 +190,60 @@ def test_benchmark_options() -> None:
     assert parsed.retrain and parsed.fresh
 
 
-def test_committed_radix_only_for_its_ann_and_recipe() -> None:
-    import argparse
+fashion_mnist = importlib.import_module("fashion_mnist")
 
+
+def _fashion_full_args() -> argparse.Namespace:
+    """``benchmarks/fashion_mnist.py``'s arguments of its full run."""
+    parsed = fashion_mnist.parse_args(
+        "x", lambda p: accuracy.add_options(p, fashion_mnist.NETS, fashion_mnist.FULL,
+                                            fashion_mnist.QUICK), ["--device", "cpu"])  # fmt: skip
+    return accuracy.apply_defaults(parsed, fashion_mnist.FULL, fashion_mnist.QUICK)
+
+
+def test_fashion_radix_settings_are_unchanged() -> None:
+    from snntorch_weighted import reference_radix
+
+    # fashion_mnist.py's FULL radix entries (and --finetune-lr) before the recipe moved to
+    # reference_radix; calibration drawn with --seed itself.
+    args = _fashion_full_args()
+    before = {"finetune_size": 10000, "finetune_epochs": 2, "finetune_val": 5000,
+              "calib_size": 1000, "finetune_lr": 1e-4}  # fmt: skip
+    assert {k: getattr(args, k) for k in before} == before
+    assert reference_radix.calib_seed_offset("fashion_mnist") == 0
+    for net in ("net1", "net2"):
+        recipe = reference_radix.default_recipe(net, 4)
+        assert recipe == reference_radix.RadixRecipe(net, 4)
+        assert accuracy.run_recipe(net, 4, args, args.seed) == recipe
+    with pytest.raises(ValueError, match="no radix recipe for dataset 'mnist'"):
+        reference_radix.calib_seed_offset("mnist")
+
+
+def test_committed_radix_only_for_its_ann_and_recipe() -> None:
     from snntorch_weighted import models, quant
 
     if "net2-radix4" not in models.available_pretrained():
         pytest.skip("no committed net2-radix4 (reference net2 --radix 4)")
     sha = models.read_manifest("net2")["sha256"]
     key = f"pretrained net2 sha256 {sha}"
-    args = argparse.Namespace(retrain=False, fresh=False, calib_size=1000, finetune_size=10000,
-                              finetune_val=5000, finetune_epochs=2, finetune_lr=1e-4, seed=0)
-    info = accuracy.committed_radix("net2", 4, args, key)
+    args = _fashion_full_args()  # the full Fashion-MNIST run matches the committed models
+
+    def found(bits: int, run: argparse.Namespace, ann_key: str = key, calib_seed: int = 0):
+        return accuracy.committed_radix(accuracy.run_recipe("net2", bits, run, calib_seed),
+                                        run, ann_key)  # fmt: skip
+
+    info = found(4, args)
     assert info is not None and info["source"].startswith("committed")
     assert quant.is_prepared(info["model"]) and len(info["history"]) == 3
     committed = models.read_manifest("net2-radix4")
     assert info["source"].endswith(committed["sha256"])
     assert info["seconds"] == committed["finetune_seconds"]
-    assert accuracy.committed_radix("net2", 3, args, key) is None  # no such T committed
-    assert accuracy.committed_radix("net2", 4, args, key.replace(sha[:8], "0" * 8)) is None
-    assert accuracy.committed_radix("net2", 4, args, '{"net": "net2"}') is None  # --retrain ANN
+    assert found(3, args) is None  # no such T committed
+    assert found(4, args, key.replace(sha[:8], "0" * 8)) is None
+    assert found(4, args, '{"net": "net2"}') is None  # --retrain ANN
+    assert found(4, args, calib_seed=2) is None  # calibration images of another draw
     for change in ({"fresh": True}, {"retrain": True}, {"finetune_size": 500}, {"seed": 1},
-                   {"calib_size": 200}, {"finetune_lr": 1e-3}, {"finetune_epochs": 1}):
+                   {"calib_size": 200}, {"finetune_lr": 1e-3}, {"finetune_epochs": 1},
+                   {"finetune_val": 2000}):
         other = argparse.Namespace(**{**vars(args), **change})
-        assert accuracy.committed_radix("net2", 4, other, key) is None, change
+        assert found(4, other, calib_seed=other.seed) is None, change

@@ -7,6 +7,7 @@ The round trip fine-tunes an untrained Net2 on a few random images in a temporar
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -162,6 +163,36 @@ def test_finished_runs_are_not_repeated(written, tmp_path):
     assert not reference_radix._already_done(other, base_sha, folder)
 
 
+def test_radix_data_draws_calibration_with_the_recipe_offset():
+    train = _images(40, 3)
+    base = reference_radix.RadixRecipe("net4", BITS, calib_size=8, finetune_size=10,
+                                       finetune_val=6, seed=5)  # fmt: skip
+    shifted = dataclasses.replace(base, calib_seed_offset=2)
+    plain = reference_radix.radix_data(base, train)
+    moved = reference_radix.radix_data(shifted, train)
+    x = train.tensors()[0]
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(7))  # seed 5 + 2
+    assert torch.equal(moved["calib"], x[order[:8]])
+    assert torch.equal(plain["calib"], data.as_tensors(train, 8, seed=5)[0])
+    assert not torch.equal(plain["calib"], moved["calib"])
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(6))  # seed 5 + 1
+    for d in (plain, moved):
+        assert torch.equal(d["finetune"][0], x[order[:10]])
+        assert torch.equal(d["val"][0], x[order[10:16]])
+
+
+def test_manifest_recipe_fills_later_fields_with_their_defaults():
+    recipe = reference_radix.default_recipe("net4", 3)
+    fields = dataclasses.asdict(recipe)
+    assert reference_radix.manifest_recipe({"recipe": fields}) == recipe
+    older = {k: v for k, v in fields.items() if k != "calib_seed_offset"}
+    assert reference_radix.manifest_recipe({"recipe": older}) == dataclasses.replace(
+        recipe, calib_seed_offset=0
+    )
+    assert reference_radix.manifest_recipe({"recipe": {**fields, "augment": True}}) is None
+    assert reference_radix.manifest_recipe({}) is None
+
+
 # --------------------------------------------------------------------------- committed files
 
 COMMITTED = [n for n in models.available_pretrained() if "-radix" in n]
@@ -178,6 +209,22 @@ def test_committed_radix_manifest_matches_its_file(name):
     assert manifest["base"]["sha256"] == models.read_manifest(base)["sha256"]
     assert name == f"{base}-radix{manifest['num_bits']}" == manifest["name"]
     assert manifest["test_images"] == 10_000
+
+
+@pytest.mark.parametrize("name", COMMITTED)
+def test_committed_radix_recipe_is_its_dataset_default(name):
+    """The committed files were made by the recipe ``reference NET --radix T`` uses now (for
+    Fashion-MNIST: ``RadixRecipe``'s defaults, unchanged), so nothing needs fine-tuning again."""
+    manifest = models.read_manifest(name)
+    base = manifest["base"]["name"]
+    recipe = reference_radix.default_recipe(base, manifest["num_bits"], manifest["seed"])
+    assert reference_radix.manifest_recipe(manifest) == recipe
+    # only fields added since (default: the behaviour before them) may be missing
+    assert {"calib_seed_offset": 0, **manifest["recipe"]} == dataclasses.asdict(recipe)
+    if reference.RECIPES[base].dataset == "fashion_mnist":
+        assert recipe == reference_radix.RadixRecipe(base, manifest["num_bits"])
+    assert reference_radix.load_committed(recipe, manifest["base"]["sha256"]) is not None
+    assert reference_radix._already_done(recipe, manifest["base"]["sha256"], models.WEIGHTS_DIR)
 
 
 @pytest.mark.parametrize("name", COMMITTED)
