@@ -12,9 +12,11 @@ smallest of 96, 128, 224 for a model whose ANN fails at 64x64; the two that do n
    bit-exact when the SNN's output membrane equals the quantised model's integer output
    (``quant.integer_activations``, float64) element for element.
 
-Each model runs in a subprocess with a time limit (1 thread, batch 1) and writes its own JSON under
-``runs/zoo/`` (gitignored); a rerun skips models already done, so the run is resumable. The table
-is rendered to ``benchmarks/results/zoo.md``::
+The SNNs are run with ``sw.simulate(..., fold=True)``: every time step, the same values as the
+step loop. Each model runs in a subprocess with a time limit (1 thread, batch 1) and writes its own
+JSON under ``runs/zoo/`` (gitignored); a rerun skips models already done, so the run is resumable.
+The table is rendered to the ``zoo`` section of ``BENCHMARKS.md`` and to
+``benchmarks/results/zoo.md``::
 
     nice python benchmarks/zoo.py                  # all models, resumable
     nice python benchmarks/zoo.py --models resnet18 squeezenet1_0
@@ -180,14 +182,40 @@ def render(names: list[str]) -> str:
         n_radix += bool(rec.get("radix", {}).get("bit_exact"))
         label = name if rec.get("size", SIZE) == SIZE else f"{name} ({rec['size']}x{rec['size']})"
         rows.append(f"| {label} | {check_cell} | {_cell_weighted(rec)} | {_cell_radix(rec)} |")
+    seconds = sum(rec.get(stage, {}).get("seconds") or 0 for name in names
+                  for rec in [_load(name) or {}] for stage in ("weighted", "radix"))
     head = [
         f"Weighted conversion runs on **{n_weighted} of {n_models}** models; radix (T = 4) is "
-        f"bit-exact on **{n_radix}**.",
+        f"bit-exact on **{n_radix}**. Conversion + simulation time of all weighted and radix "
+        f"stages: {seconds / 60:.0f} min (1 thread; per model and stage in `runs/zoo/*.json`).",
         "",
         "| model | check | weighted K=8: cosine to ANN at 16 / 64 / 256 steps | radix T=4 |",
         "|---|---|---|---|",
     ]
     return "\n".join(head + rows) + "\n"
+
+
+def section(table: str) -> str:
+    """The ``zoo`` section of BENCHMARKS.md: what was run, how, and the table."""
+    import torch
+    from _common import environment_line
+
+    return "\n\n".join([
+        "## torchvision model zoo (issue 21)",
+        "Command: `python benchmarks/zoo.py` (resumable; `--render` rewrites this section from "
+        "`runs/zoo/`).",
+        environment_line(torch.device("cpu")).replace("Measured", "Rendered"),
+        "Every torchvision classification model with random weights (`torch.manual_seed(0)`), "
+        "eval mode, 64x64 inputs (or the smallest of 96 / 128 / 224 the ANN accepts), 4 random "
+        "calibration images, one random test image, batch 1, 1 thread. *check*: "
+        "`sw.check(model, x)` (every blocking node). *weighted*: `convert(coding=\"weighted\", "
+        "num_phases=8)` and `simulate(fold=True)` for 256 steps; cosine similarity of the "
+        "decoded output to the ANN's. *radix*: `quant.prepare(num_bits=4)` + "
+        "`convert(coding=\"radix\")`, simulated for its latency in float64; bit-exact when the "
+        "output membrane equals the quantised model's integer output "
+        "(`quant.integer_activations`) element for element.",
+        table.rstrip(),
+    ])
 
 
 def main() -> None:
@@ -209,8 +237,13 @@ def main() -> None:
         for name in todo:
             _run_model(name, args)
     TABLE.parent.mkdir(parents=True, exist_ok=True)
-    TABLE.write_text(render(names))
-    print(TABLE.read_text())
+    table = render(names)
+    TABLE.write_text(table)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _common import BENCHMARKS_MD, write_section
+
+    write_section(BENCHMARKS_MD, "zoo", section(table))
+    print(table)
 
 
 def _run_model(name: str, args) -> None:
