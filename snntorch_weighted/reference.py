@@ -282,14 +282,23 @@ def write_weights(
         "test_correct": round(accuracy * len(test_data)),
         "test_accuracy_percent": round(100 * accuracy, 2),
         "history": history,
-        "weights_file": path.name,
-        "sha256": file_sha256(path),
+    }
+    return write_manifest(manifest, path)
+
+
+def write_manifest(manifest: dict, weights_file: Path) -> dict:
+    """Complete ``manifest`` with the weights file's name, sha256, the date and the torch
+    version, and write it atomically next to the file as ``NAME.json``; return it."""
+    manifest = {
+        **manifest,
+        "weights_file": weights_file.name,
+        "sha256": file_sha256(weights_file),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch_version": torch.__version__,
     }
-    tmp = weights_dir / f".{recipe.net}.json.tmp"
+    tmp = weights_file.with_name(f".{weights_file.stem}.json.tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, weights_dir / f"{recipe.net}.json")
+    os.replace(tmp, weights_file.with_suffix(".json"))
     return manifest
 
 

@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import datetime
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +48,7 @@ from .models import (
     radix_name,
     read_manifest,
 )
-from .reference import RECIPES, _save_atomic, dataset_sha256, load_data
+from .reference import RECIPES, _save_atomic, dataset_sha256, load_data, write_manifest
 from .train import evaluate
 
 __all__ = [
@@ -254,15 +252,8 @@ def write_radix_weights(
         **_ptq_fields(info, len(test)),
         "history": _finite(info["history"]),
         "finetune_seconds": round(info["finetune_seconds"], 1),
-        "weights_file": path.name,
-        "sha256": file_sha256(path),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "torch_version": torch.__version__,
     }
-    tmp = weights_dir / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, weights_dir / f"{name}.json")
-    return manifest
+    return write_manifest(manifest, path)
 
 
 def _finite(history: list[dict]) -> list[dict]:
