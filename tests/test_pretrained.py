@@ -160,7 +160,7 @@ def test_recipes_cover_every_pretrained_builder():
 
 
 @pytest.mark.parametrize("name", sorted(models.PRETRAINED_BUILDERS))
-def test_committed_weights_reproduce_their_manifest_accuracy(name):
+def test_committed_weights_reproduce_their_manifest_accuracy(name, manifest_test_split):
     if name not in models.available_pretrained():
         pytest.skip(
             f"no committed weights for {name} yet (python -m snntorch_weighted.reference {name})"
@@ -169,12 +169,7 @@ def test_committed_weights_reproduce_their_manifest_accuracy(name):
     recipe = reference.Recipe(**manifest["recipe"])
     if recipe.dataset == "cifar10" and os.environ.get("SNNTORCH_WEIGHTED_FULL_EVAL") != "1":
         pytest.skip("CIFAR-10 full test set is slow on CPU: set SNNTORCH_WEIGHTED_FULL_EVAL=1")
-    try:
-        test = reference.load_split(recipe, "test")
-    except FileNotFoundError as err:
-        pytest.skip(f"{recipe.dataset} test set not available: {err}")
-    if reference.dataset_sha256(test) != manifest["dataset_sha256"]["test"]:
-        pytest.skip(f"this {recipe.dataset} test set differs from the one of the manifest")
+    test = manifest_test_split(recipe, manifest)
     model = models.pretrained(name)
     accuracy = 100 * evaluate(model, test, batch_size=1000)
     assert len(test) == manifest["test_images"] == 10_000

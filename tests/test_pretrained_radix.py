@@ -228,16 +228,11 @@ def test_committed_radix_recipe_is_its_dataset_default(name):
 
 
 @pytest.mark.parametrize("name", COMMITTED)
-def test_committed_radix_model_on_the_first_500_test_images(name):
+def test_committed_radix_model_on_the_first_500_test_images(name, manifest_test_split):
     torch.set_num_threads(1)
     manifest = models.read_manifest(name)
     recipe = reference.RECIPES[manifest["base"]["name"]]
-    try:
-        test = reference.load_split(recipe, "test")
-    except FileNotFoundError as err:
-        pytest.skip(f"{recipe.dataset} test set not available: {err}")
-    if reference.dataset_sha256(test) != manifest["dataset_sha256"]["test"]:
-        pytest.skip(f"this {recipe.dataset} test set differs from the one of the manifest")
+    test = manifest_test_split(recipe, manifest)
     model = models.pretrained(name)
     x, y = data.as_tensors(test)
     with torch.no_grad():
